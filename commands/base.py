@@ -1,0 +1,80 @@
+"""What every command and handler shares."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import structlog
+from eventsourcing.persistence import RecordConflictError
+from pydantic import BaseModel, ConfigDict
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger()
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Actor(BaseModel):
+    """Who issued a command: a user, an API key, an operator, n8n or the system."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: str  # user | api_key | system
+    id: UUID | None = None
+    email: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.id}" if self.id else self.kind
+
+
+SYSTEM = Actor(kind="system")
+
+
+def retry_on_conflict(attempts: int = 20) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Re-run a handler whose save lost an optimistic-concurrency race.
+
+    The handler reloads the aggregates and re-checks its rules each time, so two concurrent
+    debits can never spend the same credit: the loser sees the new balance.
+    """
+
+    def decorate(handler: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(handler)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return handler(*args, **kwargs)
+                except RecordConflictError:
+                    if attempt == attempts:
+                        raise
+                    log.debug("command.conflict_retry", handler=handler.__name__, attempt=attempt)
+            raise AssertionError("unreachable")
+
+        return wrapper
+
+    return decorate
+
+
+def new_token(prefix: str = "", nbytes: int = 32) -> str:
+    return prefix + secrets.token_urlsafe(nbytes)
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def callback_token(key: str, execution_id: UUID) -> str:
+    """The per-execution token n8n uses to call back; derived, so it is never stored."""
+    return hmac.new(key.encode(), f"callback:{execution_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def with_details(**details: Any) -> dict[str, Any]:
+    return {k: v for k, v in details.items() if v is not None}

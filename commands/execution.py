@@ -1,0 +1,242 @@
+"""Queueing, starting (with the debit), finishing (with the refund) and cancelling runs.
+
+The debit is saved together with `Started`, and the refund together with the terminal
+event, in one `save` each: the execution's version guards both, so a run is debited and
+refunded at most once however often a worker retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+from jsonschema import Draft202012Validator
+from pydantic import Field
+
+from commands.base import Command, retry_on_conflict
+from commands.credits import account_of
+from commands.workflow import workflow_of
+from events.application import Flowledger
+from events.errors import Conflict, ExecutionFinished, InvalidInput, NotFound
+from events.execution import Execution
+from events.workflow import Workflow
+
+Status = Literal["running", "completed", "failed"]
+
+
+class ExecuteWorkflow(Command):
+    input: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    wait: bool = False
+    timeout_override: int | None = Field(None, ge=1, le=600)
+
+
+class Execute(Command):
+    """`POST /execute`: the synchronous shape of the n8n gateway."""
+
+    workflow_id: UUID
+    data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    timeout_override: int | None = Field(None, ge=1, le=600)
+
+
+def target_url(workflow: Workflow) -> str:
+    if workflow.definition.get("webhook_url"):
+        return str(workflow.definition["webhook_url"])
+    raise InvalidInput("the workflow's n8n connection is unknown", field="n8n_connection_id")
+
+
+def _check_input(workflow: Workflow, data: dict[str, Any]) -> None:
+    schema = workflow.definition.get("input_schema")
+    if not schema:
+        return
+    errors = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        fields = [
+            {"field": ".".join(["input", *map(str, e.path)]), "message": e.message} for e in errors
+        ]
+        raise InvalidInput("input does not match the workflow's input_schema", fields=fields)
+
+
+@retry_on_conflict()
+def queue_execution(
+    app: Flowledger,
+    org_id: UUID,
+    tenant_id: str,
+    workflow_id: UUID,
+    cmd: ExecuteWorkflow,
+    *,
+    trigger: str = "api",
+    inline: bool = False,
+    retry_of: UUID | None = None,
+) -> Execution:
+    """Record a new run. `inline` runs start at once (debit in the same save)."""
+    workflow = workflow_of(app, org_id, workflow_id)
+    workflow.check_runnable()
+    _check_input(workflow, cmd.input)
+    account = account_of(app, org_id)
+    price = int(workflow.definition["credits_per_execution"])
+    account.check_can_spend(price)  # the visible check; the debit is authoritative
+    execution = Execution(
+        organization_id=org_id,
+        workflow_id=workflow.id,
+        tenant_id=tenant_id,
+        input=cmd.input,
+        metadata=cmd.metadata,
+        trigger=trigger,
+        credits=price,
+        timeout_seconds=cmd.timeout_override or int(workflow.definition["timeout_seconds"]),
+        retry=dict(workflow.definition["retry"]),
+        response_mode=str(workflow.definition["response_mode"]),
+        target_url=target_url(workflow),
+        retry_of=retry_of,
+        inline=inline,
+    )
+    if inline:
+        account.debit(price, execution.id)
+        execution.start(debited=price)
+        app.save(execution, account)
+    else:
+        app.save(execution)
+    return execution
+
+
+def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution:
+    execution = app.find(execution_id, Execution)
+    if execution is None or execution.organization_id != org_id:
+        raise NotFound("execution not found", execution_id=str(execution_id))
+    return execution
+
+
+@retry_on_conflict()
+def start_execution(app: Flowledger, execution_id: UUID) -> Execution:
+    """Debit and mark running; a run already past `queued` is returned untouched."""
+    execution = app.load(execution_id, Execution, "execution")
+    if execution.status != "queued":
+        return execution
+    account = account_of(app, execution.organization_id)
+    if account.balance < execution.credits:
+        execution.reject(credits_required=execution.credits, credits_available=account.balance)
+        app.save(execution)
+        return execution
+    account.debit(execution.credits, execution.id)
+    execution.start(debited=execution.credits)
+    app.save(execution, account)
+    return execution
+
+
+@retry_on_conflict()
+def record_attempt(
+    app: Flowledger, execution_id: UUID, attempt: int, outcome: str, status_code: int | None, note: str
+) -> Execution:
+    execution = app.load(execution_id, Execution, "execution")
+    if not execution.is_terminal:
+        execution.record_attempt(attempt, outcome, status_code)
+        execution.log("warning" if outcome == "retryable" else "info", note)
+        app.save(execution)
+    return execution
+
+
+@retry_on_conflict()
+def finish_execution(
+    app: Flowledger,
+    execution_id: UUID,
+    status: str,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    duration_ms: int | None = None,
+    attempt: tuple[int, str, int | None] | None = None,
+) -> Execution:
+    """Move to a terminal state and refund in the same save when the run did not complete.
+
+    The same terminal status again changes nothing; another one raises ExecutionFinished.
+    """
+    execution = app.load(execution_id, Execution, "execution")
+    if execution.is_terminal:
+        if execution.status == status:
+            return execution
+        raise ExecutionFinished(
+            f"execution is already {execution.status}", execution_id=str(execution_id)
+        )
+    if attempt is not None:
+        execution.record_attempt(*attempt)
+    if status == "completed":
+        if execution.status != "running":
+            raise Conflict("execution has not started", execution_id=str(execution_id))
+        execution.complete(output, duration_ms)
+    elif status == "failed":
+        execution.fail(error or {"code": "FAILED"}, duration_ms)
+    elif status == "timed_out":
+        execution.time_out()
+    elif status == "cancelled":
+        execution.cancel()
+    else:
+        raise ValueError(f"not a terminal status: {status}")
+    refund = execution.refund_due
+    if refund:
+        account = account_of(app, execution.organization_id)
+        account.refund(refund, execution.id)
+        app.save(execution, account)
+    else:
+        app.save(execution)
+    return execution
+
+
+class RecordExecutionStatus(Command):
+    """What n8n reports on `/internal/update-status`."""
+
+    execution_id: UUID
+    status: Status
+    data: Any = None
+    error: Any = None
+    execution_time_ms: int | None = Field(None, ge=0)
+
+
+def record_execution_status(app: Flowledger, cmd: RecordExecutionStatus) -> Execution:
+    execution = app.load(cmd.execution_id, Execution, "execution")
+    if cmd.status == "running":
+        if execution.is_terminal:
+            raise ExecutionFinished(f"execution is already {execution.status}")
+        return execution
+    error = None
+    if cmd.status == "failed":
+        error = {"code": "N8N_ERROR", "details": cmd.error if cmd.error is not None else cmd.data}
+    return finish_execution(
+        app,
+        cmd.execution_id,
+        cmd.status,
+        output=cmd.data,
+        error=error,
+        duration_ms=cmd.execution_time_ms,
+    )
+
+
+class LogExecutionError(Command):
+    execution_id: UUID
+    error_type: str = Field(min_length=1, max_length=200)
+    error_message: str = Field(max_length=10_000)
+    stack_trace: str | None = Field(None, max_length=100_000)
+
+
+def log_execution_error(app: Flowledger, cmd: LogExecutionError) -> Execution:
+    execution = app.load(cmd.execution_id, Execution, "execution")
+    if execution.is_terminal:
+        return execution
+    error = {"code": "N8N_ERROR", "type": cmd.error_type, "message": cmd.error_message}
+    if cmd.stack_trace:
+        error["stack_trace"] = cmd.stack_trace[:4096]
+    return finish_execution(app, cmd.execution_id, "failed", error=error)
+
+
+def cancel_execution(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution:
+    execution_of(app, org_id, execution_id).check_not_finished()
+    return finish_execution(app, execution_id, "cancelled")
+
+
+def retry_execution(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution:
+    previous = execution_of(app, org_id, execution_id)
+    cmd = ExecuteWorkflow(input=previous.input, metadata=previous.metadata)
+    return queue_execution(
+        app, org_id, previous.tenant_id, previous.workflow_id, cmd, trigger="retry", retry_of=previous.id
+    )

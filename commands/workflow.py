@@ -1,0 +1,202 @@
+"""Registering, changing, activating and archiving workflows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from commands.base import Command, retry_on_conflict
+from events.application import Flowledger
+from events.errors import InvalidInput
+from events.workflow import Workflow
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Retry(_Shape):
+    max_retries: int = Field(0, ge=0, le=10)
+    backoff_seconds: float = Field(2, ge=0, le=3600)
+
+
+class ManualTrigger(_Shape):
+    type: Literal["manual"]
+
+
+class WebhookTrigger(_Shape):
+    type: Literal["webhook"]
+
+
+class ScheduleTrigger(_Shape):
+    type: Literal["schedule"]
+    cron: str = Field(max_length=200)
+    timezone: str = Field("UTC", max_length=64)
+    catchup: Literal["latest", "none"] = "latest"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError("invalid cron expression")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown IANA time zone") from None
+        return value
+
+
+class Condition(_Shape):
+    field: str = Field(min_length=1, max_length=200)
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "exists"]
+    value: Any = None
+
+
+class EventTrigger(_Shape):
+    type: Literal["event"]
+    event_types: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(
+        min_length=1, max_length=50
+    )
+    filter: list[Condition] = Field(default_factory=list, max_length=50)
+
+
+Trigger = Annotated[
+    ManualTrigger | WebhookTrigger | ScheduleTrigger | EventTrigger, Field(discriminator="type")
+]
+
+
+def _check_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as e:
+            raise ValueError(f"not a valid JSON Schema: {e.message}") from None
+    return value
+
+
+class WorkflowFields(Command):
+    """Every editable field; `RegisterWorkflow` requires some, `UpdateWorkflow` none."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=5000)
+    project_id: UUID | None = None
+    n8n_connection_id: UUID | None = None
+    n8n_workflow_id: str | None = Field(None, max_length=200)
+    n8n_webhook_path: str | None = Field(None, max_length=500, pattern=r"^[A-Za-z0-9/_\-.:]+$")
+    webhook_url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    response_mode: Literal["sync", "callback"] | None = None
+    credits_per_execution: int | None = Field(None, ge=0, le=1_000_000)
+    timeout_seconds: int | None = Field(None, ge=1, le=600)
+    retry: Retry | None = None
+    input_schema: dict[str, Any] | None = None
+    trigger: Trigger | None = None
+    tags: list[Annotated[str, Field(max_length=50)]] | None = Field(None, max_length=50)
+    category: str | None = Field(None, max_length=100)
+
+    _schema = field_validator("input_schema")(_check_schema)
+
+
+DEFAULTS: dict[str, Any] = {
+    "description": None,
+    "project_id": None,
+    "n8n_connection_id": None,
+    "n8n_workflow_id": None,
+    "n8n_webhook_path": None,
+    "webhook_url": None,
+    "response_mode": "sync",
+    "credits_per_execution": 1,
+    "timeout_seconds": 300,
+    "retry": {"max_retries": 0, "backoff_seconds": 2},
+    "input_schema": None,
+    "trigger": {"type": "manual"},
+    "tags": [],
+    "category": None,
+}
+
+
+class RegisterWorkflow(WorkflowFields):
+    name: str = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _has_target(self) -> RegisterWorkflow:
+        if not self.webhook_url and not self.n8n_webhook_path:
+            raise ValueError("webhook_url or n8n_webhook_path is required")
+        return self
+
+
+class UpdateWorkflow(WorkflowFields):
+    pass
+
+
+def _definition(cmd: WorkflowFields) -> dict[str, Any]:
+    return cmd.model_dump(mode="json", exclude_unset=True)
+
+
+def _check_target(definition: dict[str, Any]) -> None:
+    if not definition.get("webhook_url") and not definition.get("n8n_webhook_path"):
+        raise InvalidInput("webhook_url or n8n_webhook_path is required", field="webhook_url")
+    if definition.get("n8n_webhook_path") and not definition.get("webhook_url"):
+        # The target is then the connection's base URL + /webhook/ + path.
+        if not definition.get("n8n_connection_id"):
+            raise InvalidInput(
+                "n8n_webhook_path needs an n8n_connection_id (or give webhook_url)",
+                field="n8n_connection_id",
+            )
+
+
+def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> Workflow:
+    definition = {**DEFAULTS, **_definition(cmd)}
+    _check_target(definition)
+    workflow = Workflow(organization_id=org_id, definition=definition)
+    app.save(workflow)
+    return workflow
+
+
+def workflow_of(app: Flowledger, org_id: UUID, workflow_id: UUID) -> Workflow:
+    """A workflow of this organization that is not archived (others are not found)."""
+    workflow = app.find(workflow_id, Workflow)
+    if workflow is None or workflow.organization_id != org_id or workflow.archived:
+        from events.errors import NotFound
+
+        raise NotFound("workflow not found", workflow_id=str(workflow_id))
+    return workflow
+
+
+@retry_on_conflict()
+def update_workflow(app: Flowledger, org_id: UUID, workflow_id: UUID, cmd: UpdateWorkflow) -> Workflow:
+    workflow = workflow_of(app, org_id, workflow_id)
+    changes = _definition(cmd)
+    nullable = {"description", "project_id", "input_schema", "category", "webhook_url"}
+    changes = {k: v for k, v in changes.items() if v is not None or k in nullable}
+    _check_target({**workflow.definition, **changes})
+    if changes:
+        workflow.update(changes)
+        app.save(workflow)
+    return workflow
+
+
+@retry_on_conflict()
+def set_workflow_active(app: Flowledger, org_id: UUID, workflow_id: UUID, active: bool) -> Workflow:
+    workflow = workflow_of(app, org_id, workflow_id)
+    if active != workflow.is_active:
+        workflow.activate() if active else workflow.deactivate()
+        app.save(workflow)
+    return workflow
+
+
+@retry_on_conflict()
+def archive_workflow(app: Flowledger, org_id: UUID, workflow_id: UUID) -> None:
+    workflow = workflow_of(app, org_id, workflow_id)
+    workflow.archive()
+    app.save(workflow)

@@ -1,0 +1,74 @@
+"""The one event-sourced Application: every aggregate, one notification log."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import Recording
+
+from events.credit_account import CreditAccount
+from events.errors import NotFound
+from events.organization import Organization
+from events.user import User
+from events.vault import TABLES as VAULT_TABLES
+from events.vault import Vault
+from flowledger.db import Database
+from flowledger.settings import Settings
+
+A = TypeVar("A")
+
+
+class Flowledger(Application[UUID]):
+    name = "flowledger"
+    # Hot aggregates gain events with every execution; snapshots keep their loads short.
+    snapshotting_intervals = {CreditAccount: 200, Organization: 100, User: 100}
+
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        env: dict[str, Any] = {
+            **settings.postgres_env(),
+            "AGGREGATE_CACHE_MAXSIZE": "20000",
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+        }
+        super().__init__(env=env)
+        self.settings = settings
+        self.db = db or Database(settings)
+        self.db.script(VAULT_TABLES)
+        self.vault = Vault(self.db, settings.master_key_bytes)
+        # In-process wake-up for followers of the log (the SQLite recorder cannot subscribe).
+        self.saved = threading.Condition()
+        self.last_saved_position = 0
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        recordings = super().save(*objs, **kwargs)
+        if recordings:
+            with self.saved:
+                self.last_saved_position = max(
+                    self.last_saved_position, recordings[-1].notification.id
+                )
+                self.saved.notify_all()
+        return recordings
+
+    def load(self, aggregate_id: UUID, kind: type[A], what: str = "resource") -> A:
+        """Get an aggregate of an expected type, or raise NotFound."""
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} not found") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"{what} not found")
+        return aggregate
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
+
+
+def position_of(recordings: list[Recording[UUID]]) -> int:
+    """The notification id of the last event a save recorded (for read-your-writes)."""
+    return max((r.notification.id for r in recordings), default=0)

@@ -1,0 +1,49 @@
+"""A registered n8n workflow that the gateway may run, with its price and trigger."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from events.errors import NotFound
+
+
+class Workflow(Aggregate):
+    """`definition` holds the contract's editable fields (name, webhook_url, retry, ...)."""
+
+    @event("Registered")
+    def __init__(self, organization_id: UUID, definition: dict[str, Any]) -> None:
+        self.organization_id = organization_id
+        self.definition = definition
+        self.is_active = True
+        self.archived = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Reads like workflow.credits_per_execution go to the definition.
+        definition = self.__dict__.get("definition", {})
+        if name in definition:
+            return definition[name]
+        raise AttributeError(name)
+
+    @event("Updated")
+    def update(self, changes: dict[str, Any]) -> None:
+        self.definition = {**self.definition, **changes}
+
+    @event("Activated")
+    def activate(self) -> None:
+        self.is_active = True
+
+    @event("Deactivated")
+    def deactivate(self) -> None:
+        self.is_active = False
+
+    @event("Archived")
+    def archive(self) -> None:
+        self.archived = True
+        self.is_active = False
+
+    def check_runnable(self) -> None:
+        if self.archived or not self.is_active:
+            raise NotFound("workflow not found or inactive", workflow_id=str(self.id))

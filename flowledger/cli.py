@@ -1,0 +1,62 @@
+"""`flowledger ...`: run the embedded mode, or one production process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flowledger.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="everything in one process on the embedded default")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    sub.add_parser("dispatcher", help="follow the log and send Dramatiq messages")
+    projector = sub.add_parser("projector", help="keep the read models up to date")
+    projector.add_argument("names", nargs="*", help="only these projections (default: all)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings()
+    except Exception as e:  # pydantic names the variable; no stack trace for operators
+        print(f"flowledger: bad setting: {e}", file=sys.stderr)
+        return 2
+    from flowledger import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    if args.command == "run":
+        from flowledger.embedded import serve
+
+        return serve(settings, args.host, args.port or settings.port)
+    if args.command == "dispatcher":
+        return _follow(settings, dispatcher=True, names=[])
+    return _follow(settings, dispatcher=False, names=args.names)
+
+
+def _follow(settings: Settings, *, dispatcher: bool, names: list[str]) -> int:
+    from events.application import Flowledger
+    from flowledger.processes import projection_followers, run_followers, stop_on_signals
+    from workers import broker
+
+    broker.setup(settings)
+    app = Flowledger(settings)
+    if dispatcher:
+        from workers.dispatcher import dispatcher as make_dispatcher
+
+        followers = [make_dispatcher(app)]
+    else:
+        followers = projection_followers(app, names)
+    done = stop_on_signals(followers)
+    threads = run_followers(followers)
+    done.wait()
+    for thread in threads:
+        thread.join(timeout=5)
+    app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The read side's database: read models, tracking positions, data keys, idempotency keys.
+
+One small interface over PostgreSQL (psycopg 3 pool) and SQLite, so every projection's SQL
+is written once. SQL uses psycopg's `%s` / `%(name)s` placeholders; for SQLite they are
+rewritten to `?` / `:name`. Portable SQL only: `INSERT ... ON CONFLICT`, TEXT timestamps in
+RFC 3339 (they sort as text), JSON as TEXT.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from flowledger.settings import Settings
+
+Row = dict[str, Any]
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]: ...
+
+
+class Database:
+    """Transactions that commit as one, on either backend."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.dialect = "postgres" if settings.is_postgres else "sqlite"
+        if self.dialect == "postgres":
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+
+            url = settings.database_url.replace("postgres://", "postgresql://", 1)
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=12,
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                open=True,
+            )
+        else:
+            self._path = settings.sqlite_path
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._local = threading.local()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """Everything executed inside commits together, or not at all."""
+        if self.dialect == "postgres":
+            with self._pool.connection() as conn, conn.transaction():
+                yield _PgCursor(conn)
+        else:
+            conn = self._sqlite()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteCursor(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+        """One statement outside any explicit transaction (reads, single writes)."""
+        if self.dialect == "postgres":
+            with self._pool.connection() as conn:
+                return _PgCursor(conn).execute(sql, params)
+        return _SqliteCursor(self._sqlite()).execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def script(self, statements: Sequence[str]) -> None:
+        """Create tables: idempotent DDL, run in one transaction."""
+        with self.transaction() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    @contextmanager
+    def dedicated_connection(self) -> Iterator[Any]:
+        """A connection held for a long time (advisory locks, LISTEN); Postgres only."""
+        import psycopg
+
+        conninfo = self._pool.conninfo
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self.dialect == "postgres":
+            self._pool.close()
+        else:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+
+class _PgCursor:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+        with self._conn.cursor() as cur:
+            cur.execute(sql, params or None)
+            return list(cur.fetchall()) if cur.description else []
+
+
+class _SqliteCursor:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+        sql = _NAMED.sub(r":\1", sql).replace("%s", "?").replace("%%", "%")
+        cur = self._conn.execute(sql, params)
+        return [dict(row) for row in cur.fetchall()] if cur.description else []

@@ -1,0 +1,61 @@
+"""The long-running loops of each process, shared by the CLI and the embedded mode."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable
+
+import structlog
+
+from events.application import Flowledger
+from projections.runner import Follower, projection_follower
+
+log = structlog.get_logger()
+
+
+def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Follower]:
+    from projections import all_projections  # the read models, imported when needed
+
+    wanted = set(names)
+    return [
+        projection_follower(app, p)
+        for p in all_projections()
+        if not wanted or p.name in wanted
+    ]
+
+
+def run_followers(followers: list[Follower]) -> list[threading.Thread]:
+    """Each follower in its own daemon thread; a crash is logged and the loop restarted."""
+    threads = []
+    for follower in followers:
+        thread = threading.Thread(
+            target=_keep_running, args=(follower,), name=f"follower-{follower.name}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def _keep_running(follower: Follower) -> None:
+    while not follower.stopped.is_set():
+        try:
+            follower.run()
+        except Exception:
+            log.exception("follower.crashed", name=follower.name)
+            follower.stopped.wait(1.0)
+
+
+def stop_on_signals(followers: list[Follower]) -> threading.Event:
+    """SIGTERM / SIGINT stop every follower; returns an event set when that happens."""
+    done = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("process.stopping", signal=signum)
+        for follower in followers:
+            follower.stop()
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return done

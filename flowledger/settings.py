@@ -1,0 +1,137 @@
+"""Every knob of Flowledger, read once from `FLOWLEDGER_*` environment variables.
+
+Defaults give the embedded mode (SQLite file, in-process broker). A bad value stops the
+process with pydantic's message, which names the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VERSION = "0.1.0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWLEDGER_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./var/flowledger.db"
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    port: int = Field(8000, validation_alias=AliasChoices("PORT", "FLOWLEDGER_PORT"))
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_ttl_seconds: int = Field(3600, ge=60)
+    refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    master_key: str | None = None
+    internal_secret: str | None = None
+    operator_emails: Annotated[frozenset[str], NoDecode] = frozenset()
+    stripe_webhook_secret: str | None = None
+    log_format: Literal["console", "json"] | None = None
+    log_level: str = "info"
+    ip_rate_limit: int = Field(120, ge=1)
+    rate_limit_scale: float = Field(1.0, gt=0)
+    # How long a command waits for its read model to catch up (read-your-writes).
+    read_your_writes_timeout: float = Field(2.0, ge=0)
+    # Dramatiq: idle poll of the Redis consumer in ms (see workers/broker.py for the cost).
+    worker_timeout_ms: int = Field(10, ge=1)
+    # Dramatiq: after this long without a heartbeat a worker's messages are redelivered.
+    heartbeat_timeout_ms: int = Field(15000, ge=1000)
+    # Redis key prefix of the Dramatiq queues (tests isolate themselves with it).
+    broker_namespace: str = "flowledger"
+    # Where the embedded mode keeps its generated secrets.
+    var_dir: Path = Path("./var")
+
+    @field_validator("operator_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(e.strip().lower() for e in value.split(",") if e.strip())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_32_bytes(cls, value: str | None) -> str | None:
+        if value is not None and len(base64.b64decode(value + "==")) != 32:
+            raise ValueError("must be base64 of 32 bytes")
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return not self.database_url.startswith("sqlite")
+
+    @property
+    def is_embedded(self) -> bool:
+        """Embedded mode: no Redis, so broker, rate limits and nonces live in-process."""
+        return self.redis_url is None
+
+    @property
+    def sqlite_path(self) -> str:
+        path = self.database_url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        return path or ":memory:"
+
+    @cached_property
+    def jwt_key(self) -> str:
+        """The HS256 key: from settings, else generated once and kept under `var_dir`."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        if self.is_postgres:
+            raise ValueError("FLOWLEDGER_JWT_SECRET is required with PostgreSQL")
+        return _kept_secret(self.var_dir / "jwt_secret")
+
+    @cached_property
+    def master_key_bytes(self) -> bytes:
+        """32 bytes wrapping every data key; derived from the JWT key when unset."""
+        if self.master_key:
+            return base64.b64decode(self.master_key + "==")
+        import hashlib
+
+        return hashlib.sha256(b"flowledger-master:" + self.jwt_key.encode()).digest()
+
+    def postgres_env(self) -> dict[str, str]:
+        """The eventsourcing library's persistence settings for our database URL."""
+        if not self.is_postgres:
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.sqlite_path,
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        url = urlparse(self.database_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "8",
+            "POSTGRES_CONN_MAX_AGE": "",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+        }
+
+
+def _kept_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

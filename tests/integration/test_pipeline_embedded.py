@@ -1,0 +1,117 @@
+"""The embedded pipeline: log → dispatcher → in-process Dramatiq worker → fake n8n → outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from commands.credits import account_of
+from commands.execution import ExecuteWorkflow, queue_execution
+from commands.organization import CreateOrganization, create_organization
+from commands.user import RegisterUser, register_user
+from commands.workflow import RegisterWorkflow, register_workflow
+from events.application import Flowledger
+from events.execution import Execution
+from flowledger.processes import run_followers
+from flowledger.settings import Settings
+from tests.support.fake_n8n import FakeN8n, verify_signature
+from workers import broker as broker_setup
+from workers import context
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Flowledger]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
+    broker = broker_setup.setup(settings)
+    import workers.actors  # noqa: F401
+    from workers.dispatcher import dispatcher
+
+    app = Flowledger(settings)
+    context.use(app)
+    followers = [dispatcher(app)]
+    run_followers(followers)
+    worker = broker_setup.start_embedded_worker(broker, threads=4)
+    yield app
+    for f in followers:
+        f.stop()
+    worker.stop(timeout=2000)
+
+
+@pytest.fixture
+def n8n() -> Iterator[FakeN8n]:
+    with FakeN8n() as server:
+        server.slow_seconds = 3
+        yield server
+
+
+def _run(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, UUID]:
+    user = register_user(app, RegisterUser(email="o@example.com", password="x" * 12, full_name="O"))
+    org = create_organization(app, user.id, CreateOrganization(name="A", tenant_id="acme")).organization
+    wf = register_workflow(
+        app, org.id, RegisterWorkflow(name="w", webhook_url=url, credits_per_execution=credits, **fields)
+    )
+    execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow(input={"n": 1}))
+    return org.id, execution.id
+
+
+def _until_terminal(app: Flowledger, execution_id: UUID, timeout: float = 10) -> Execution:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = app.repository.get(execution_id)
+        if execution.is_terminal:
+            return execution
+        time.sleep(0.02)
+    raise AssertionError(f"not terminal: {app.repository.get(execution_id).status}")
+
+
+def test_completes_a_sync_run_and_keeps_the_debit(system: Flowledger, n8n: FakeN8n) -> None:
+    org_id, execution_id = _run(system, n8n.webhook_url("sync"))
+    done = _until_terminal(system, execution_id)
+    assert done.status == "completed" and done.output["echo"] == {"n": 1}
+    assert account_of(system, org_id).balance == 95
+    [request] = n8n.requests_for("/webhook/sync")
+    assert request.header("X-Flowledger-Execution-ID") == str(execution_id)
+
+
+def test_signs_the_call_with_the_client_secret(system: Flowledger, n8n: FakeN8n) -> None:
+    org_id, execution_id = _run(system, n8n.webhook_url("sync"))
+    _until_terminal(system, execution_id)
+    from commands.organization import client_secret
+    from events.organization import Organization
+
+    secret = client_secret(system, system.repository.get(org_id))
+    assert isinstance(system.repository.get(org_id), Organization)
+    assert verify_signature(n8n.requests_for("/webhook/sync")[0], secret)
+
+
+def test_refunds_when_n8n_fails(system: Flowledger, n8n: FakeN8n) -> None:
+    org_id, execution_id = _run(system, n8n.webhook_url("fail"))
+    failed = _until_terminal(system, execution_id)
+    assert failed.status == "failed"
+    assert failed.error["code"] == "N8N_ERROR" and failed.error["status"] == 500
+    assert account_of(system, org_id).balance == 100
+
+
+def test_retries_5xx_with_backoff_then_completes(system: Flowledger, n8n: FakeN8n) -> None:
+    retry = {"max_retries": 3, "backoff_seconds": 0.05}
+    _, execution_id = _run(system, n8n.webhook_url("flaky"), retry=retry)
+    done = _until_terminal(system, execution_id)
+    assert done.status == "completed" and done.attempts == 3
+    assert len(n8n.requests_for("/webhook/flaky")) == 3
+
+
+def test_does_not_retry_4xx(system: Flowledger, n8n: FakeN8n) -> None:
+    retry = {"max_retries": 3, "backoff_seconds": 0.05}
+    _, execution_id = _run(system, n8n.webhook_url("badrequest"), retry=retry)
+    assert _until_terminal(system, execution_id).status == "failed"
+    assert len(n8n.requests_for("/webhook/badrequest")) == 1
+
+
+def test_times_out_and_refunds(system: Flowledger, n8n: FakeN8n) -> None:
+    org_id, execution_id = _run(system, n8n.webhook_url("slow"), timeout_seconds=1)
+    assert _until_terminal(system, execution_id).status == "timed_out"
+    assert account_of(system, org_id).balance == 100

@@ -1,0 +1,73 @@
+"""Event → Dramatiq messages. The routing table says which actors react to which events.
+
+The dispatcher follows the log from its tracked position and records the position only
+after the messages of a batch are sent: a crash re-sends, never loses. Every actor is
+therefore idempotent (its aggregate's state says what is already done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import structlog
+
+from events.application import Flowledger
+from events.execution import Execution
+from projections.runner import Follower, Item, record_position
+from workers import execution as execution_actors
+
+log = structlog.get_logger()
+NAME = "dispatcher"
+
+
+@dataclass(frozen=True)
+class Send:
+    """One message to send: the actor, its arguments (ids, never objects) and a delay."""
+
+    actor: dramatiq.Actor[Any, Any]
+    args: tuple[Any, ...]
+    delay_ms: int | None = None
+
+    def __call__(self) -> None:
+        self.actor.send_with_options(args=self.args, delay=self.delay_ms)
+
+
+Route = Callable[[Any], list[Send]]
+
+
+def _on_queued(event: Execution.Queued) -> list[Send]:
+    """Every run gets its timeout guard; queued (not inline) runs get their n8n call."""
+    execution_id = str(event.originator_id)
+    sends = [Send(execution_actors.expire, (execution_id,), event.timeout_seconds * 1000)]
+    if not event.inline:
+        sends.append(Send(execution_actors.call_n8n, (execution_id,)))
+    return sends
+
+
+ROUTES: dict[type, Route] = {
+    Execution.Queued: _on_queued,
+}
+
+
+def sends_for(item: Item) -> list[Send]:
+    route = ROUTES.get(type(item.event))
+    return route(item.event) if route else []
+
+
+def dispatcher(app: Flowledger) -> Follower:
+    """A follower that sends each routed event's messages, then records its position."""
+    topics = frozenset(f"{c.__module__}:{c.__qualname__}" for c in ROUTES)
+
+    def handle(items: list[Item], last: int) -> None:
+        for item in items:
+            for send in sends_for(item):
+                send()
+        with app.db.transaction() as cur:
+            record_position(cur, NAME, last)
+        if items:
+            log.debug("dispatcher.sent", events=len(items), position=last)
+
+    return Follower(app, NAME, handle, topics=topics)

@@ -1,0 +1,119 @@
+"""Running executions: start (debit), call n8n, record the outcome (refund on failure).
+
+`call_n8n` is the actor for queued executions; `run_inline` does the same work in the
+calling thread for the API's synchronous `/execute` (one queue hop fewer); `expire` turns
+a run still unfinished at its deadline into `timed_out`. Every step is safe to run twice:
+the execution's state says what is already done.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from uuid import UUID
+
+import dramatiq
+import structlog
+
+from commands.execution import finish_execution, record_attempt, start_execution
+from commands.organization import client_secret
+from events.application import Flowledger
+from events.execution import Execution
+from events.organization import Organization
+from workers import context, n8n
+
+log = structlog.get_logger()
+QUEUE = "executions"
+
+
+def _deadline(execution: Execution) -> float:
+    queued = execution.created_on.timestamp()
+    return queued + execution.timeout_seconds
+
+
+def _backoff_seconds(execution: Execution, attempt: int) -> float:
+    """Exponential backoff with jitter: base, 2×base, 4×base ... (±20 %)."""
+    base = float(execution.retry.get("backoff_seconds", 2))
+    return base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+
+
+def attempt(app: Flowledger, execution: Execution) -> tuple[Execution, float | None]:
+    """One call to n8n and its record. Returns the execution and, if n8n should be
+    tried again, the delay before the next attempt."""
+    remaining = _deadline(execution) - time.time()
+    if remaining <= 0:
+        return finish_execution(app, execution.id, "timed_out"), None
+    org = app.load(execution.organization_id, Organization, "organization")
+    number = execution.attempts + 1
+    answer = n8n.call(execution, app.settings, client_secret(app, org), timeout=min(remaining, 600))
+    log.info(
+        "n8n.answered",
+        execution_id=str(execution.id),
+        attempt=number,
+        outcome=answer.outcome,
+        status_code=answer.status_code,
+        duration_ms=answer.duration_ms,
+    )
+    record = (number, answer.outcome, answer.status_code)
+    if answer.outcome == "answered":
+        if execution.response_mode == "sync":
+            done = finish_execution(
+                app, execution.id, "completed", output=answer.output, attempt=record
+            )
+            return done, None
+        note = f"n8n accepted the run (HTTP {answer.status_code}); waiting for its callback"
+        return record_attempt(app, execution.id, *record, note), None
+    retries_left = int(execution.retry.get("max_retries", 0)) - (number - 1)
+    if answer.outcome == "retryable" and retries_left > 0:
+        note = f"n8n attempt {number} failed ({answer.status_code or answer.text[:200]}); retrying"
+        return record_attempt(app, execution.id, *record, note), _backoff_seconds(execution, number)
+    if answer.outcome == "retryable" and time.time() >= _deadline(execution):
+        return finish_execution(app, execution.id, "timed_out", attempt=record), None
+    failed = finish_execution(app, execution.id, "failed", error=answer.error, attempt=record)
+    return failed, None
+
+
+def _needs_call(execution: Execution) -> bool:
+    """Running and not yet handed over to n8n (callback mode hands over once)."""
+    return execution.status == "running" and not (
+        execution.response_mode == "callback" and execution.handed_over
+    )
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20)
+def call_n8n(execution_id: str) -> None:
+    """Start a queued run and make one attempt; a retry is a delayed message to itself."""
+    app = context.app()
+    execution = start_execution(app, UUID(execution_id))
+    if not _needs_call(execution):
+        return
+    execution, retry_in = attempt(app, execution)
+    if retry_in is not None:
+        call_n8n.send_with_options(args=(execution_id,), delay=int(retry_in * 1000))
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20)
+def expire(execution_id: str) -> None:
+    """Sent with a delay of the run's timeout: time it out unless it finished."""
+    app = context.app()
+    execution = app.load(UUID(execution_id), Execution, "execution")
+    if execution.is_terminal:
+        return
+    if time.time() < _deadline(execution):  # timeout_override or clock skew: not yet
+        delay = int((_deadline(execution) - time.time()) * 1000) + 10
+        expire.send_with_options(args=(execution_id,), delay=delay)
+        return
+    finish_execution(app, execution.id, "timed_out")
+    log.info("execution.timed_out", execution_id=execution_id)
+
+
+def run_inline(app: Flowledger, execution_id: UUID) -> Execution:
+    """The API's synchronous path: attempts (with backoff sleeps) in this thread."""
+    execution = app.load(execution_id, Execution, "execution")
+    while _needs_call(execution):
+        execution, retry_in = attempt(app, execution)
+        if retry_in is None:
+            break
+        time.sleep(min(retry_in, max(0.0, _deadline(execution) - time.time())))
+        execution = app.load(execution_id, Execution, "execution")
+    return execution
