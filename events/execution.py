@@ -4,7 +4,7 @@ or rejected when the worker finds the balance short. Terminal states never chang
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -66,11 +66,16 @@ class Execution(Aggregate):
                 f"execution is already {self.status}", execution_id=str(self.id)
             )
 
-    @event("Started")
+    class Started(Aggregate.Event):
+        debited: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = "running"
+            execution.debited = self.debited
+            execution.started_at = self.timestamp
+
     def start(self, debited: int) -> None:
-        self.status = "running"
-        self.debited = debited
-        self.started_at = self.modified_on
+        self.trigger_event(self.Started, debited=debited)
 
     @event("AttemptMade")
     def record_attempt(self, attempt: int, outcome: str, status_code: int | None = None) -> None:
@@ -79,33 +84,80 @@ class Execution(Aggregate):
         if outcome == "answered" and self.response_mode == "callback":
             self.handed_over = True
 
-    @event("Completed")
+    class Finished(Aggregate.Event):
+        """A terminal event: its own timestamp is the finish time."""
+
+        status: ClassVar[str]
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = self.status
+            execution.finished_at = self.timestamp
+            reported = getattr(self, "duration_ms", None)
+            if reported is None and execution.started_at is not None:
+                elapsed = self.timestamp - execution.started_at
+                reported = int(elapsed.total_seconds() * 1000)
+            execution.duration_ms = reported
+            self.apply_outcome(execution)
+
+        def apply_outcome(self, execution: Execution) -> None:
+            pass
+
+    class Completed(Finished):
+        status = "completed"
+        output: Any
+        duration_ms: int | None
+
+        def apply_outcome(self, execution: Execution) -> None:
+            execution.output = self.output
+
+    class Failed(Finished):
+        status = "failed"
+        error: dict[str, Any]
+        duration_ms: int | None
+
+        def apply_outcome(self, execution: Execution) -> None:
+            execution.error = self.error
+
+    class TimedOut(Finished):
+        status = "timed_out"
+
+        def apply_outcome(self, execution: Execution) -> None:
+            execution.error = {
+                "code": "TIMEOUT",
+                "message": f"not finished after {execution.timeout_seconds}s",
+            }
+
+    class Cancelled(Finished):
+        status = "cancelled"
+
+    class Rejected(Finished):
+        status = "rejected"
+        credits_required: int
+        credits_available: int
+
+        def apply_outcome(self, execution: Execution) -> None:
+            execution.error = {
+                "code": "INSUFFICIENT_CREDITS",
+                "credits_required": self.credits_required,
+                "credits_available": self.credits_available,
+            }
+
     def complete(self, output: Any, duration_ms: int | None = None) -> None:
-        self._finish("completed", duration_ms)
-        self.output = output
+        self.trigger_event(self.Completed, output=output, duration_ms=duration_ms)
 
-    @event("Failed")
     def fail(self, error: dict[str, Any], duration_ms: int | None = None) -> None:
-        self._finish("failed", duration_ms)
-        self.error = error
+        self.trigger_event(self.Failed, error=error, duration_ms=duration_ms)
 
-    @event("TimedOut")
     def time_out(self) -> None:
-        self._finish("timed_out", None)
-        self.error = {"code": "TIMEOUT", "message": f"not finished after {self.timeout_seconds}s"}
+        self.trigger_event(self.TimedOut)
 
-    @event("Cancelled")
     def cancel(self) -> None:
-        self._finish("cancelled", None)
+        self.trigger_event(self.Cancelled)
 
-    @event("Rejected")
     def reject(self, credits_required: int, credits_available: int) -> None:
-        self._finish("rejected", None)
-        self.error = {
-            "code": "INSUFFICIENT_CREDITS",
-            "credits_required": credits_required,
-            "credits_available": credits_available,
-        }
+        self.trigger_event(
+            self.Rejected, credits_required=credits_required, credits_available=credits_available
+        )
 
     @event("Logged")
     def log(self, level: str, message: str) -> None:
@@ -115,10 +167,3 @@ class Execution(Aggregate):
     def refund_due(self) -> int:
         """What a finished execution gives back: everything, unless it completed."""
         return self.debited if self.status in REFUNDED_ON else 0
-
-    def _finish(self, status: str, duration_ms: int | None) -> None:
-        self.status = status
-        self.finished_at = self.modified_on
-        if duration_ms is None and self.started_at is not None:
-            duration_ms = int((self.finished_at - self.started_at).total_seconds() * 1000)
-        self.duration_ms = duration_ms

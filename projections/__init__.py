@@ -1,0 +1,13 @@
+"""Read models: one module per model (tables, handlers, queries) and the runner."""
+
+from __future__ import annotations
+
+from projections.credits import CreditsProjection
+from projections.executions import ExecutionsProjection
+from projections.runner import Projection
+from projections.workflows import WorkflowsProjection
+
+
+def all_projections() -> list[Projection]:
+    """One instance of every read model."""
+    return [WorkflowsProjection(), ExecutionsProjection(), CreditsProjection()]

@@ -1,0 +1,392 @@
+"""The executions read model: the contract's execution JSON, its log lines and usage logs.
+
+One row per execution, with its human log as a JSON list and a `version` counter that grows
+with every change (the SSE stream polls it). Refunds come from the credit account's
+`Refunded` event, which carries the execution id. Workflow names for usage logs come from
+this projection's own small lookup table, so it never waits on another read model.
+Every row records the position of the last event applied to it, so replays change nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import uuid5
+
+from events.credit_account import CreditAccount
+from events.execution import Execution
+from events.ids import NAMESPACE
+from events.workflow import Workflow
+from flowledger.db import Cursor, Database
+from projections.formats import dumps, iso, iso_or_none, loads
+from projections.runner import Projection, handles
+
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS executions (
+        id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL,
+        workflow_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT,
+        metadata TEXT,
+        output TEXT,
+        error TEXT,
+        debited BIGINT NOT NULL DEFAULT 0,
+        refunded BIGINT NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        retry_of TEXT,
+        trigger TEXT NOT NULL,
+        timeout_seconds INTEGER,
+        queued_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        duration_ms BIGINT,
+        logs TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        position BIGINT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS executions_org_queued "
+    "ON executions (organization_id, queued_at, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_org_workflow "
+    "ON executions (organization_id, workflow_id, queued_at)",
+    "CREATE INDEX IF NOT EXISTS executions_org_status "
+    "ON executions (organization_id, status, queued_at)",
+    """CREATE TABLE IF NOT EXISTS execution_workflow_names (
+        workflow_id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        position BIGINT NOT NULL
+    )""",
+]
+
+ATTEMPT_LEVELS = {"retryable": "warning", "refused": "error"}
+
+
+class ExecutionsProjection(Projection):
+    name = "executions"
+    tables = TABLES
+
+    @handles(Execution.Queued)
+    def on_queued(self, cur: Cursor, event: Execution.Queued, position: int) -> None:
+        at = iso(event.timestamp)
+        note = f"queued by {event.trigger}"
+        if event.retry_of is not None:
+            note += f" (retry of {event.retry_of})"
+        cur.execute(
+            "INSERT INTO executions (id, organization_id, workflow_id, status, input, metadata,"
+            " retry_of, trigger, timeout_seconds, queued_at, logs, version, seq, position)"
+            " VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                str(event.originator_id),
+                str(event.organization_id),
+                str(event.workflow_id),
+                dumps(event.input),
+                dumps(event.metadata),
+                None if event.retry_of is None else str(event.retry_of),
+                event.trigger,
+                event.timeout_seconds,
+                at,
+                dumps([_line(at, "info", note)]),
+                position,
+                position,
+            ),
+        )
+
+    @handles(Execution.Started)
+    def on_started(self, cur: Cursor, event: Execution.Started, position: int) -> None:
+        at = iso(event.timestamp)
+        note = f"started, {event.debited} credits debited"
+        _change(
+            cur,
+            event,
+            position,
+            "info",
+            note,
+            status="running",
+            started_at=at,
+            debited=event.debited,
+        )
+
+    @handles(Execution.AttemptMade)
+    def on_attempt(self, cur: Cursor, event: Execution.AttemptMade, position: int) -> None:
+        answer = f"HTTP {event.status_code}" if event.status_code is not None else "no answer"
+        note = f"n8n call attempt {event.attempt}: {event.outcome} ({answer})"
+        level = ATTEMPT_LEVELS.get(event.outcome, "info")
+        _change(cur, event, position, level, note, attempts=event.attempt)
+
+    @handles(Execution.Completed)
+    def on_completed(self, cur: Cursor, event: Execution.Completed, position: int) -> None:
+        _finish(cur, event, position, "completed", "info", output=dumps(event.output))
+
+    @handles(Execution.Failed)
+    def on_failed(self, cur: Cursor, event: Execution.Failed, position: int) -> None:
+        _finish(cur, event, position, "failed", "error", error=event.error)
+
+    @handles(Execution.TimedOut)
+    def on_timed_out(self, cur: Cursor, event: Execution.TimedOut, position: int) -> None:
+        _finish(cur, event, position, "timed_out", "error")
+
+    @handles(Execution.Cancelled)
+    def on_cancelled(self, cur: Cursor, event: Execution.Cancelled, position: int) -> None:
+        _finish(cur, event, position, "cancelled", "warning")
+
+    @handles(Execution.Rejected)
+    def on_rejected(self, cur: Cursor, event: Execution.Rejected, position: int) -> None:
+        error = {
+            "code": "INSUFFICIENT_CREDITS",
+            "credits_required": event.credits_required,
+            "credits_available": event.credits_available,
+        }
+        _finish(cur, event, position, "rejected", "error", error=error)
+
+    @handles(Execution.Logged)
+    def on_logged(self, cur: Cursor, event: Execution.Logged, position: int) -> None:
+        _change(cur, event, position, event.level, event.message)
+
+    @handles(CreditAccount.Refunded)
+    def on_refunded(self, cur: Cursor, event: CreditAccount.Refunded, position: int) -> None:
+        note = f"{event.amount} credits refunded"
+        _change(
+            cur, event, position, "info", note, execution_id=event.execution_id, refund=event.amount
+        )
+
+    @handles(Workflow.Registered)
+    def on_workflow_registered(
+        self, cur: Cursor, event: Workflow.Registered, position: int
+    ) -> None:
+        _name(cur, event.originator_id, event.organization_id, event.definition, position)
+
+    @handles(Workflow.Updated)
+    def on_workflow_updated(self, cur: Cursor, event: Workflow.Updated, position: int) -> None:
+        if "name" in event.changes:
+            _name(cur, event.originator_id, None, event.changes, position)
+
+
+def _line(at: str, level: str, message: str) -> dict[str, str]:
+    return {"at": at, "level": level, "message": message}
+
+
+def _change(
+    cur: Cursor,
+    event: Any,
+    position: int,
+    level: str,
+    message: str,
+    *,
+    execution_id: Any = None,
+    refund: int = 0,
+    **columns: Any,
+) -> None:
+    """Apply one event to its execution's row: set `columns`, add a log line, bump version.
+
+    Nothing happens when the row is unknown or already past `position` (a replay).
+    """
+    key = str(execution_id or event.originator_id)
+    rows = cur.execute(
+        "SELECT logs, refunded FROM executions WHERE id = %s AND position < %s",
+        (key, position),
+    )
+    if not rows:
+        return
+    row = rows[0]
+    at = iso(event.timestamp)
+    columns["logs"] = dumps([*loads(row["logs"]), _line(at, level, message)])
+    if refund:
+        columns["refunded"] = int(row["refunded"]) + refund
+    assignments = "".join(f"{name} = %s, " for name in columns)
+    cur.execute(
+        f"UPDATE executions SET {assignments}version = version + 1, position = %s WHERE id = %s",
+        (*columns.values(), position, key),
+    )
+
+
+def _finish(
+    cur: Cursor,
+    event: Any,
+    position: int,
+    status: str,
+    level: str,
+    *,
+    error: dict[str, Any] | None = None,
+    output: str | None = None,
+) -> None:
+    rows = cur.execute(
+        "SELECT started_at, timeout_seconds FROM executions WHERE id = %s AND position < %s",
+        (str(event.originator_id), position),
+    )
+    if not rows:
+        return
+    started_at, timeout = rows[0]["started_at"], rows[0]["timeout_seconds"]
+    duration_ms = getattr(event, "duration_ms", None)
+    if duration_ms is None and started_at is not None:
+        elapsed = event.timestamp - datetime.fromisoformat(started_at)
+        duration_ms = max(0, int(elapsed.total_seconds() * 1000))
+    if status == "timed_out":
+        error = {"code": "TIMEOUT", "message": f"not finished after {timeout}s"}
+    note = status.replace("_", " ")
+    if duration_ms is not None:
+        note += f" after {duration_ms} ms"
+    if error is not None:
+        note += f": {_describe(error)}"
+    _change(
+        cur,
+        event,
+        position,
+        level,
+        note,
+        status=status,
+        finished_at=iso(event.timestamp),
+        duration_ms=duration_ms,
+        error=dumps(error),
+        output=output,
+    )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    parts = [str(error.get("code") or "error")]
+    if error.get("status") is not None:
+        parts.append(f"HTTP {error['status']}")
+    if error.get("message"):
+        parts.append(str(error["message"]))
+    if "credits_required" in error:
+        parts.append(
+            f"required {error['credits_required']}, available {error.get('credits_available')}"
+        )
+    return ", ".join(parts)
+
+
+def _name(
+    cur: Cursor, workflow_id: Any, org_id: Any, definition: dict[str, Any], position: int
+) -> None:
+    name = str(definition.get("name") or "")
+    if org_id is None:
+        cur.execute(
+            "UPDATE execution_workflow_names SET name = %s, position = %s"
+            " WHERE workflow_id = %s AND position < %s",
+            (name, position, str(workflow_id), position),
+        )
+        return
+    cur.execute(
+        "INSERT INTO execution_workflow_names (workflow_id, organization_id, name, position)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
+        (str(workflow_id), str(org_id), name, position),
+    )
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+COLUMNS = (
+    "e.id, e.workflow_id, e.status, e.input, e.metadata, e.output, e.error, e.debited,"
+    " e.refunded, e.attempts, e.retry_of, e.trigger, e.queued_at, e.started_at, e.finished_at,"
+    " e.duration_ms"
+)
+
+
+def list_executions(
+    db: Database,
+    org_id: Any,
+    *,
+    workflow_id: Any = None,
+    status: str | None = None,
+    from_: datetime | str | None = None,
+    to: datetime | str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """The organization's executions, newest first; `from_` ≤ queued_at ≤ `to`."""
+    where = ["e.organization_id = %s"]
+    params: list[Any] = [str(org_id)]
+    if workflow_id is not None:
+        where.append("e.workflow_id = %s")
+        params.append(str(workflow_id))
+    if status is not None:
+        where.append("e.status = %s")
+        params.append(status)
+    if from_ is not None:
+        where.append("e.queued_at >= %s")
+        params.append(iso_or_none(from_))
+    if to is not None:
+        where.append("e.queued_at <= %s")
+        params.append(iso_or_none(to))
+    condition = " AND ".join(where)
+    total = db.one(f"SELECT COUNT(*) AS n FROM executions e WHERE {condition}", params)
+    rows = db.query(
+        f"SELECT {COLUMNS}, e.logs FROM executions e WHERE {condition}"
+        " ORDER BY e.queued_at DESC, e.seq DESC LIMIT %s OFFSET %s",
+        [*params, limit, offset],
+    )
+    return [execution_json(row) for row in rows], int(total["n"]) if total else 0
+
+
+def get_execution(db: Database, org_id: Any, execution_id: Any) -> dict[str, Any] | None:
+    """One execution of the organization, with its logs; None if unknown or another's."""
+    row = db.one(
+        f"SELECT {COLUMNS}, e.logs FROM executions e WHERE e.id = %s AND e.organization_id = %s",
+        (str(execution_id), str(org_id)),
+    )
+    return execution_json(row) if row else None
+
+
+def execution_version(db: Database, execution_id: Any) -> int | None:
+    """A counter that grows with every change of the execution (None if unknown yet)."""
+    row = db.one("SELECT version FROM executions WHERE id = %s", (str(execution_id),))
+    return int(row["version"]) if row else None
+
+
+def usage_logs(
+    db: Database, org_id: Any, *, status: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """One usage line per execution, newest first, with the workflow's current name."""
+    where = ["e.organization_id = %s"]
+    params: list[Any] = [str(org_id)]
+    if status is not None:
+        where.append("e.status = %s")
+        params.append(status)
+    condition = " AND ".join(where)
+    total = db.one(f"SELECT COUNT(*) AS n FROM executions e WHERE {condition}", params)
+    rows = db.query(
+        "SELECT e.id, e.workflow_id, w.name AS workflow_name, e.debited, e.refunded, e.status,"
+        " e.duration_ms, e.queued_at, e.finished_at FROM executions e"
+        " LEFT JOIN execution_workflow_names w"
+        " ON w.workflow_id = e.workflow_id AND w.organization_id = e.organization_id"
+        f" WHERE {condition} ORDER BY e.queued_at DESC, e.seq DESC LIMIT %s OFFSET %s",
+        [*params, limit, offset],
+    )
+    return [_usage_json(row) for row in rows], int(total["n"]) if total else 0
+
+
+def execution_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "workflow_id": row["workflow_id"],
+        "status": row["status"],
+        "input": loads(row["input"]),
+        "metadata": loads(row["metadata"]),
+        "output": loads(row["output"]),
+        "error": loads(row["error"]),
+        "credits_used": int(row["debited"]) - int(row["refunded"]),
+        "attempts": int(row["attempts"]),
+        "retry_of": row["retry_of"],
+        "trigger": row["trigger"],
+        "queued_at": row["queued_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "duration_ms": None if row["duration_ms"] is None else int(row["duration_ms"]),
+        "logs": loads(row["logs"]),
+    }
+
+
+def _usage_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(uuid5(NAMESPACE, f"usage:{row['id']}")),
+        "execution_id": row["id"],
+        "workflow_id": row["workflow_id"],
+        "workflow_name": row["workflow_name"],
+        "credits_used": int(row["debited"]) - int(row["refunded"]),
+        "status": row["status"],
+        "execution_time_ms": None if row["duration_ms"] is None else int(row["duration_ms"]),
+        "created_at": row["queued_at"],
+        "completed_at": row["finished_at"],
+    }
