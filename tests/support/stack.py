@@ -73,12 +73,25 @@ class Stack:
     def commands(self) -> dict[str, list[str]]:
         return {
             "web": [
-                str(BIN / "gunicorn"), "api.app:get_app()", "--workers", "2", "--threads", "8",
-                "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "2",
+                str(BIN / "gunicorn"),
+                "api.app:get_app()",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--graceful-timeout",
+                "2",
             ],
             "worker": [
-                str(BIN / "dramatiq"), "workers.broker:setup", "workers.actors",
-                "--processes", "1", "--threads", "8",
+                str(BIN / "dramatiq"),
+                "workers.broker:setup",
+                "workers.actors",
+                "--processes",
+                "1",
+                "--threads",
+                "8",
             ],
             "dispatcher": [str(BIN / "flowledger"), "dispatcher"],
             "projector": [str(BIN / "flowledger"), "projector"],
@@ -88,7 +101,11 @@ class Stack:
         for name in names or tuple(self.commands()):
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (kept by Popen)
             self.procs[name] = subprocess.Popen(
-                self.commands()[name], cwd=ROOT, env=self.env, stdout=log, stderr=log,
+                self.commands()[name],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
         if "web" in (names or ("web",)):

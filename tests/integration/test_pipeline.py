@@ -1,11 +1,15 @@
-"""The embedded pipeline: log → dispatcher → in-process Dramatiq worker → fake n8n → outcome."""
+"""The pipeline: log → dispatcher → Dramatiq worker → fake n8n → outcome, with the debit.
+
+Run twice: embedded (SQLite, StubBroker) and production-shaped (PostgreSQL with
+LISTEN/NOTIFY, Redis broker); the worker runs in this process, n8n is a real HTTP server.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -23,9 +27,18 @@ from workers import broker as broker_setup
 from workers import context
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[Flowledger]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
+@pytest.fixture(params=["embedded", "postgres"])
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flowledger]:
+    if request.param == "embedded":
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
+    else:
+        base = request.getfixturevalue("pg_settings")
+        settings = base.model_copy(
+            update={
+                "redis_url": "redis://127.0.0.1:6379/0",
+                "broker_namespace": f"fl-test-{uuid4().hex[:8]}",
+            }
+        )
     broker = broker_setup.setup(settings)
     import workers.actors  # noqa: F401
     from workers.dispatcher import dispatcher
@@ -39,6 +52,8 @@ def system(tmp_path: Path) -> Iterator[Flowledger]:
     for f in followers:
         f.stop()
     worker.stop(timeout=2000)
+    broker.close()
+    app.close()
 
 
 @pytest.fixture
@@ -49,12 +64,13 @@ def n8n() -> Iterator[FakeN8n]:
 
 
 def _run(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, UUID]:
-    user = register_user(app, RegisterUser(email="o@example.com", password="x" * 12, full_name="O"))
-    org = create_organization(app, user.id, CreateOrganization(name="A", tenant_id="acme")).organization
+    tenant = f"t-{uuid4().hex[:10]}"
+    user = register_user(app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O"))
+    org = create_organization(app, user.id, CreateOrganization(name="A", tenant_id=tenant)).organization
     wf = register_workflow(
         app, org.id, RegisterWorkflow(name="w", webhook_url=url, credits_per_execution=credits, **fields)
     )
-    execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow(input={"n": 1}))
+    execution = queue_execution(app, org.id, tenant, wf.id, ExecuteWorkflow(input={"n": 1}))
     return org.id, execution.id
 
 
