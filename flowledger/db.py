@@ -39,7 +39,7 @@ class Database:
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
-                max_size=12,
+                max_size=settings.db_pool_max,
                 kwargs={"autocommit": True, "row_factory": dict_row},
                 open=True,
             )

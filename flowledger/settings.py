@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     worker_timeout_ms: int = Field(10, ge=1)
     # Dramatiq: after this long without a heartbeat a worker's messages are redelivered.
     heartbeat_timeout_ms: int = Field(15000, ge=1000)
+    # Largest number of PostgreSQL connections of each pool (event store, read side) per process.
+    db_pool_max: int = Field(8, ge=2, le=100)
     # Redis key prefix of the Dramatiq queues (tests isolate themselves with it).
     broker_namespace: str = "flowledger"
     # Where the embedded mode keeps its generated secrets.
@@ -118,8 +120,8 @@ class Settings(BaseSettings):
             "POSTGRES_PORT": str(url.port or 5432),
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
-            "POSTGRES_POOL_SIZE": "4",
-            "POSTGRES_MAX_OVERFLOW": "8",
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": str(self.db_pool_max - 2),
             "POSTGRES_CONN_MAX_AGE": "",
             "POSTGRES_LOCK_TIMEOUT": "5",
         }
