@@ -54,7 +54,9 @@ class TransferCredits(Command):
 
 
 @retry_on_conflict()
-def transfer_credits(app: Flowledger, org_id: UUID, cmd: TransferCredits) -> tuple[UUID, CreditAccount]:
+def transfer_credits(
+    app: Flowledger, org_id: UUID, cmd: TransferCredits
+) -> tuple[UUID, CreditAccount]:
     target = organization_by_tenant(app, cmd.to_tenant_id)
     if target is None or target.id == org_id:
         raise NotFound("no organization with this tenant_id", field="to_tenant_id")

@@ -127,7 +127,12 @@ def start_execution(app: Flowledger, execution_id: UUID) -> Execution:
 
 @retry_on_conflict()
 def record_attempt(
-    app: Flowledger, execution_id: UUID, attempt: int, outcome: str, status_code: int | None, note: str
+    app: Flowledger,
+    execution_id: UUID,
+    attempt: int,
+    outcome: str,
+    status_code: int | None,
+    note: str,
 ) -> Execution:
     execution = app.load(execution_id, Execution, "execution")
     if not execution.is_terminal:
@@ -238,5 +243,11 @@ def retry_execution(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execut
     previous = execution_of(app, org_id, execution_id)
     cmd = ExecuteWorkflow(input=previous.input, metadata=previous.metadata)
     return queue_execution(
-        app, org_id, previous.tenant_id, previous.workflow_id, cmd, trigger="retry", retry_of=previous.id
+        app,
+        org_id,
+        previous.tenant_id,
+        previous.workflow_id,
+        cmd,
+        trigger="retry",
+        retry_of=previous.id,
     )

@@ -73,7 +73,9 @@ def create_organization(app: Flowledger, owner_id: UUID, cmd: CreateOrganization
 def _new_api_key(org: Organization) -> tuple[UUID, str, Index]:
     key = new_token(API_KEY_PREFIX)
     key_id = uuid4()
-    org.issue_api_key(key_id=key_id, prefix=key[: len(API_KEY_PREFIX) + 4], key_hash=sha256_hex(key))
+    org.issue_api_key(
+        key_id=key_id, prefix=key[: len(API_KEY_PREFIX) + 4], key_hash=sha256_hex(key)
+    )
     return key_id, key, Index(kind="api_key", key=sha256_hex(key), ref=org.id)
 
 

@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from eventsourcing.persistence import IntegrityError, RecordConflictError
 from pydantic import EmailStr, Field
 
 from commands.base import Command, new_token, sha256_hex
@@ -15,7 +16,6 @@ from events.errors import Conflict, Unauthorized
 from events.ids import index_id
 from events.index import Index
 from events.user import RefreshToken, User
-from eventsourcing.persistence import IntegrityError, RecordConflictError
 
 hasher = PasswordHasher()
 

@@ -144,15 +144,16 @@ def _definition(cmd: WorkflowFields) -> dict[str, Any]:
 
 
 def _check_target(definition: dict[str, Any]) -> None:
-    if not definition.get("webhook_url") and not definition.get("n8n_webhook_path"):
+    """The target is `webhook_url`, or a connection's base URL + /webhook/ + path."""
+    if definition.get("webhook_url"):
+        return
+    if not definition.get("n8n_webhook_path"):
         raise InvalidInput("webhook_url or n8n_webhook_path is required", field="webhook_url")
-    if definition.get("n8n_webhook_path") and not definition.get("webhook_url"):
-        # The target is then the connection's base URL + /webhook/ + path.
-        if not definition.get("n8n_connection_id"):
-            raise InvalidInput(
-                "n8n_webhook_path needs an n8n_connection_id (or give webhook_url)",
-                field="n8n_connection_id",
-            )
+    # n8n connections (`/n8n/connections`) are not built yet, so no connection id resolves.
+    raise InvalidInput(
+        "n8n_webhook_path needs a known n8n_connection_id; give webhook_url instead",
+        field="n8n_connection_id",
+    )
 
 
 def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> Workflow:
@@ -174,7 +175,9 @@ def workflow_of(app: Flowledger, org_id: UUID, workflow_id: UUID) -> Workflow:
 
 
 @retry_on_conflict()
-def update_workflow(app: Flowledger, org_id: UUID, workflow_id: UUID, cmd: UpdateWorkflow) -> Workflow:
+def update_workflow(
+    app: Flowledger, org_id: UUID, workflow_id: UUID, cmd: UpdateWorkflow
+) -> Workflow:
     workflow = workflow_of(app, org_id, workflow_id)
     changes = _definition(cmd)
     nullable = {"description", "project_id", "input_schema", "category", "webhook_url"}

@@ -32,9 +32,10 @@ class Flowledger(Application[UUID]):
             "AGGREGATE_CACHE_MAXSIZE": "20000",
             "AGGREGATE_CACHE_FASTFORWARD": "y",
         }
-        super().__init__(env=env)
         self.settings = settings
         self.db = db or Database(settings)
+        with self.db.schema_lock():  # the library creates its tables in here
+            super().__init__(env=env)
         self.db.script(VAULT_TABLES)
         self.vault = Vault(self.db, settings.master_key_bytes)
         # In-process wake-up for followers of the log (the SQLite recorder cannot subscribe).

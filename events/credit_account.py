@@ -47,10 +47,15 @@ class CreditAccount(Aggregate):
     def refund(self, amount: int, execution_id: UUID) -> None:
         self.balance += amount
 
-    def transfer_out(self, transfer_id: UUID, to_organization_id: UUID, amount: int, message: str | None) -> None:
+    def transfer_out(
+        self, transfer_id: UUID, to_organization_id: UUID, amount: int, message: str | None
+    ) -> None:
         self.check_can_spend(amount)
         self._transferred_out(
-            transfer_id=transfer_id, to_organization_id=to_organization_id, amount=amount, message=message
+            transfer_id=transfer_id,
+            to_organization_id=to_organization_id,
+            amount=amount,
+            message=message,
         )
 
     @event("TransferredOut")

@@ -23,7 +23,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 class Organization(Aggregate):
     @event("Created")
     def __init__(
-        self, name: str, tenant_id: str, plan_type: str, owner_id: UUID, client_secret: dict[str, str]
+        self,
+        name: str,
+        tenant_id: str,
+        plan_type: str,
+        owner_id: UUID,
+        client_secret: dict[str, str],
     ) -> None:
         self.name = name
         self.tenant_id = tenant_id

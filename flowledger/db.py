@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from flowledger.settings import Settings
 
 Row = dict[str, Any]
+SCHEMA_LOCK_KEY = 0x466C6F77  # "Flow"
+_SQLITE_SCHEMA_LOCK = threading.RLock()
 _NAMED = re.compile(r"%\((\w+)\)s")
 
 
@@ -90,10 +92,28 @@ class Database:
         return rows[0] if rows else None
 
     def script(self, statements: Sequence[str]) -> None:
-        """Create tables: idempotent DDL, run in one transaction."""
-        with self.transaction() as cur:
+        """Create tables: idempotent DDL, in one transaction, one process at a time."""
+        with self.schema_lock(), self.transaction() as cur:
             for statement in statements:
                 cur.execute(statement)
+
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Serialise schema creation across processes.
+
+        `CREATE TABLE IF NOT EXISTS` is not safe when several processes start at once on a
+        new database (PostgreSQL raises a duplicate pg_type key), so they take turns.
+        """
+        if self.dialect != "postgres":
+            with _SQLITE_SCHEMA_LOCK:
+                yield
+            return
+        with self.dedicated_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     @contextmanager
     def dedicated_connection(self) -> Iterator[Any]:

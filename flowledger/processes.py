@@ -19,9 +19,7 @@ def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Fol
 
     wanted = set(names)
     return [
-        projection_follower(app, p)
-        for p in all_projections()
-        if not wanted or p.name in wanted
+        projection_follower(app, p) for p in all_projections() if not wanted or p.name in wanted
     ]
 
 

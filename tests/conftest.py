@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,23 +18,33 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-@pytest.fixture(scope="session")
-def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings for a fresh PostgreSQL database, created for this test session and dropped
-    after it. No server is a failure, not a skip: these tests are the proof."""
+@contextlib.contextmanager
+def fresh_database(prefix: str = "flowledger_test") -> Iterator[str]:
+    """A new PostgreSQL database for the duration of the block; its URL.
+
+    No server is a failure, not a skip: these tests are the proof.
+    """
     import psycopg
 
-    name = f"flowledger_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
         pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {e}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-        url = urlunparse(urlparse(PG_ADMIN_URL)._replace(path=f"/{name}"))
+        try:
+            yield urlunparse(urlparse(PG_ADMIN_URL)._replace(path=f"/{name}"))
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings for a fresh PostgreSQL database, created for this test session."""
+    with fresh_database() as url:
         yield Settings(
             database_url=url,
             jwt_secret="test-jwt-secret-" + uuid.uuid4().hex,
             var_dir=tmp_path_factory.mktemp("var"),
         )
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

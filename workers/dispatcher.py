@@ -16,6 +16,7 @@ import structlog
 
 from events.application import Flowledger
 from events.execution import Execution
+from flowledger import failpoints
 from projections.runner import Follower, Item, record_position
 from workers import execution as execution_actors
 
@@ -65,6 +66,7 @@ def dispatcher(app: Flowledger) -> Follower:
         for item in items:
             for send in sends_for(item):
                 send()
+        failpoints.hit("dispatcher.after_send")  # crash tests: sent, not yet tracked
         with app.db.transaction() as cur:
             record_position(cur, NAME, last)
         if items:

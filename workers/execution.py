@@ -32,7 +32,7 @@ def _deadline(execution: Execution) -> float:
 
 
 def _backoff_seconds(execution: Execution, attempt: int) -> float:
-    """Exponential backoff with jitter: base, 2×base, 4×base ... (±20 %)."""
+    """Exponential backoff with jitter: base, 2 x base, 4 x base ... (±20 %)."""
     base = float(execution.retry.get("backoff_seconds", 2))
     return base * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
 

@@ -78,7 +78,9 @@ def call(execution: Execution, settings: Settings, secret: str, timeout: float) 
     }
     started = time.perf_counter()
     try:
-        response = client().post(execution.target_url, content=body, headers=headers, timeout=timeout)
+        response = client().post(
+            execution.target_url, content=body, headers=headers, timeout=timeout
+        )
     except httpx.HTTPError as e:
         return Answer("retryable", None, None, f"{type(e).__name__}: {e}", _ms(started))
     text = response.text

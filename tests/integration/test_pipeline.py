@@ -65,10 +65,16 @@ def n8n() -> Iterator[FakeN8n]:
 
 def _run(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, UUID]:
     tenant = f"t-{uuid4().hex[:10]}"
-    user = register_user(app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O"))
-    org = create_organization(app, user.id, CreateOrganization(name="A", tenant_id=tenant)).organization
+    user = register_user(
+        app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O")
+    )
+    org = create_organization(
+        app, user.id, CreateOrganization(name="A", tenant_id=tenant)
+    ).organization
     wf = register_workflow(
-        app, org.id, RegisterWorkflow(name="w", webhook_url=url, credits_per_execution=credits, **fields)
+        app,
+        org.id,
+        RegisterWorkflow(name="w", webhook_url=url, credits_per_execution=credits, **fields),
     )
     execution = queue_execution(app, org.id, tenant, wf.id, ExecuteWorkflow(input={"n": 1}))
     return org.id, execution.id

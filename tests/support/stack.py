@@ -97,13 +97,14 @@ class Stack:
             "projector": [str(BIN / "flowledger"), "projector"],
         }
 
-    def start(self, *names: str) -> Stack:
+    def start(self, *names: str, env: dict[str, str] | None = None) -> Stack:
+        """Start processes by name (default: all); `env` adds variables to these only."""
         for name in names or tuple(self.commands()):
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (kept by Popen)
             self.procs[name] = subprocess.Popen(
                 self.commands()[name],
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=log,
                 start_new_session=True,

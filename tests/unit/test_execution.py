@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from commands.credits import GrantCredits, TransferCredits, account_of, grant_credits, transfer_credits
+from commands.credits import (
+    GrantCredits,
+    TransferCredits,
+    account_of,
+    grant_credits,
+    transfer_credits,
+)
 from commands.execution import (
     ExecuteWorkflow,
+    RecordExecutionStatus,
     cancel_execution,
     finish_execution,
     queue_execution,
     record_execution_status,
-    RecordExecutionStatus,
     start_execution,
 )
 from commands.organization import CreateOrganization, create_organization
@@ -32,8 +38,12 @@ def app(tmp_path: Path) -> Flowledger:
 
 
 def _org(app: Flowledger, tenant: str = "acme", plan: str = "starter"):
-    user = register_user(app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O"))
-    return create_organization(app, user.id, CreateOrganization(name=tenant, tenant_id=tenant, plan_type=plan)).organization
+    user = register_user(
+        app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O")
+    )
+    return create_organization(
+        app, user.id, CreateOrganization(name=tenant, tenant_id=tenant, plan_type=plan)
+    ).organization
 
 
 def _workflow(app: Flowledger, org, **fields):
