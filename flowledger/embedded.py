@@ -31,14 +31,15 @@ class Embedded:
     """Everything started in-process; `stop()` winds it down in order."""
 
     def __init__(self, settings: Settings) -> None:
+        from workers import broker
+
+        self.broker = broker.setup(settings)  # before any actor module is imported
+        import workers.actors  # noqa: F401  (declares the actors on that broker)
         from api.app import Deps, create_app
         from events.application import Flowledger
         from flowledger.processes import projection_followers, run_followers
-        from workers import broker, context
+        from workers import context
         from workers.dispatcher import dispatcher
-
-        self.broker = broker.setup(settings)
-        import workers.actors  # noqa: F401  (declares the actors on that broker)
 
         self.app = Flowledger(settings)
         context.use(self.app)
