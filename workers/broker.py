@@ -1,0 +1,210 @@
+"""The Dramatiq broker of Flowledger: Redis in production, in-process StubBroker when embedded.
+
+Import-order rule: ``@dramatiq.actor`` binds an actor to the *global* broker when the
+decorator runs (``dramatiq.get_broker()``), and with no global broker set, dramatiq quietly
+makes a default ``RedisBroker`` (127.0.0.1, namespace "dramatiq"). So every entry point calls
+``setup(settings)`` before importing any actor module:
+
+* API / dispatcher / ``flowledger run``: ``setup(settings)`` first, then import the actors;
+* worker: ``dramatiq workers.broker:setup workers.actors ...`` — the CLI calls ``setup()``
+  (settings from ``FLOWLEDGER_*``) before importing the actor modules.
+
+As a safety net, actors already declared on the previous global broker are moved onto the
+new one (with a warning), so a wrong import order still delivers to the right broker.
+
+Latency: dramatiq 2.2.1's Redis consumer has no blocking pop. An idle consumer runs the
+``fetch`` Lua script (LPOP) and then sleeps ``compute_backoff(misses, factor=5,
+max_backoff=timeout)``, i.e. 5, 10, 20 ... ms, capped at 50-100 % of ``timeout``. The
+timeout is the Worker's ``worker_timeout`` (1000 ms; the CLI has no flag, only the
+``dramatiq_worker_timeout`` env var), so a lone message waits ~0.4 s (p50), up to ~0.9 s.
+Our broker caps that timeout per queue instead (``poll_ms``), which works for every entry
+point. Numbers: ``python bench/broker_latency.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker, Consumer
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+__all__ = ["FlowledgerRedisBroker", "make_broker", "setup", "start_embedded_worker"]
+
+log = logging.getLogger(__name__)
+
+_ours: weakref.WeakSet[Broker] = weakref.WeakSet()  # brokers made by make_broker
+_booted: weakref.WeakSet[Broker] = weakref.WeakSet()  # brokers that saw process_boot
+
+#: Max idle sleep (ms) of a queue's consumer: it polls every 5-10 ms, so a message waits
+#: ~3-6 ms (p50), ~10 ms (p99) on a quiet host. Idle cost, per queue per worker process:
+#: ~135 EVALSHA/s = ~400 Redis commands/s (ZADD + LPOP run inside each script), ~5 % CPU.
+POLL_MS = 10
+#: Delay queues (``.DQ``: retries, ``send_with_options(delay=...)``) are due to run later
+#: anyway; polling them slowly halves the idle load. It bounds how late a delayed message
+#: runs, and still sends a heartbeat at least this often.
+DELAY_POLL_MS = 500
+#: Chance per million dispatches to requeue dead workers' messages (dramatiq: 1000). At
+#: ~130 fetches/s per queue, 10000 runs maintenance about once a second, so a dead
+#: worker's messages come back ~1 s after ``heartbeat_timeout``, not ~8 s later.
+MAINTENANCE_CHANCE = 10_000
+#: Failed actors retry after ~1 s, 2 s, 4 s ... capped at 5 min (dramatiq: 15 s .. 7 days):
+#: transient faults (a DB restart) heal fast, 20 tries span about an hour.
+RETRY_MIN_BACKOFF_MS = 1_000
+RETRY_MAX_BACKOFF_MS = 300_000
+MAX_RETRIES = 20
+#: Handlers of events should be short; one stuck for 5 min is killed and retried.
+TIME_LIMIT_MS = 300_000
+#: Embedded Worker: the StubBroker consumer *blocks* on ``Queue.get``, so this does not
+#: delay messages; it bounds how late delayed messages run and how long ``stop()`` takes.
+EMBEDDED_WORKER_TIMEOUT_MS = 100
+
+
+class FlowledgerRedisBroker(RedisBroker):
+    """RedisBroker whose consumers poll every ``poll_ms`` (``delay_poll_ms`` for ``.DQ``).
+
+    Only ``consume`` changes: the ``timeout`` the Worker passes (its ``worker_timeout``)
+    is capped, so the low latency does not depend on how the Worker was started.
+    """
+
+    def __init__(self, *, poll_ms: int = POLL_MS, delay_poll_ms: int = DELAY_POLL_MS, **kw: Any):
+        super().__init__(**kw)
+        self.poll_ms = poll_ms
+        self.delay_poll_ms = delay_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        cap = self.delay_poll_ms if queue_name.endswith(".DQ") else self.poll_ms
+        return super().consume(queue_name, prefetch, min(timeout, cap))
+
+
+def _middleware() -> list[Middleware]:
+    """dramatiq's default middleware, configured, plus CurrentMessage (for causation ids)."""
+    return [
+        AgeLimit(),  # no default max age: events must not be dropped; actors may opt in
+        TimeLimit(time_limit=TIME_LIMIT_MS),
+        ShutdownNotifications(),  # actors opt in with notify_shutdown=True
+        Callbacks(),
+        Pipelines(),
+        Retries(
+            max_retries=MAX_RETRIES,
+            min_backoff=RETRY_MIN_BACKOFF_MS,
+            max_backoff=RETRY_MAX_BACKOFF_MS,
+        ),
+        CurrentMessage(),
+    ]
+
+
+def make_broker(
+    redis_url: str | None,
+    *,
+    namespace: str = "flowledger",
+    heartbeat_timeout_ms: int = 15000,
+    poll_ms: int = POLL_MS,
+) -> dramatiq.Broker:
+    """Make the broker, set it as dramatiq's global broker and return it.
+
+    ``heartbeat_timeout_ms``: a worker whose heartbeat (sent with each fetch, every few
+    ms) is older than this is dead, and its fetched-but-unacked messages are requeued at
+    the next maintenance. Keep it well above any pause of a live worker (GC, Redis blip):
+    a live worker taken for dead runs its messages twice.
+    """
+    broker: Broker
+    if redis_url:
+        broker = FlowledgerRedisBroker(
+            url=redis_url,
+            namespace=namespace,
+            heartbeat_timeout=heartbeat_timeout_ms,
+            maintenance_chance=MAINTENANCE_CHANCE,
+            poll_ms=poll_ms,
+            middleware=_middleware(),
+        )
+    else:
+        broker = StubBroker(middleware=_middleware())
+    _ours.add(broker)
+    _adopt_actors(broker)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def _adopt_actors(broker: Broker) -> None:
+    """Move actors declared on the previous global broker (wrong import order) to ``broker``."""
+    previous = dramatiq.broker.global_broker
+    if previous is None or previous is broker:
+        return
+    ours = previous in _ours  # re-setup (tests) vs wrong import order
+    for actor in list(previous.actors.values()):
+        log.log(
+            logging.DEBUG if ours else logging.WARNING,
+            "actor %s was declared on another broker; rebinding it",
+            actor.actor_name,
+        )
+        actor.broker = broker
+        broker.declare_actor(actor)
+
+
+_setup_key: tuple[Any, ...] | None = None
+
+
+def setup(settings: Any = None) -> dramatiq.Broker:
+    """Configure the global broker from ``Settings`` once per process; idempotent.
+
+    With no argument the settings are read from ``FLOWLEDGER_*`` env vars, which is how the
+    ``dramatiq workers.broker:setup ...`` CLI calls it. Calling it again with the same
+    values returns the same broker; with other values it makes a new one (tests).
+    """
+    global _setup_key
+    if settings is None:
+        from flowledger.settings import load_settings
+
+        settings = load_settings()
+        if settings.redis_url is None:
+            log.warning("FLOWLEDGER_REDIS_URL is unset: in-process StubBroker, nothing to consume")
+    key = (
+        settings.redis_url,
+        getattr(settings, "broker_namespace", "flowledger"),
+        settings.heartbeat_timeout_ms,
+        settings.worker_timeout_ms,
+    )
+    current = dramatiq.broker.global_broker
+    if key == _setup_key and current is not None:
+        return current
+    broker = make_broker(key[0], namespace=key[1], heartbeat_timeout_ms=key[2], poll_ms=key[3])
+    _setup_key = key
+    return broker
+
+
+def start_embedded_worker(
+    broker: dramatiq.Broker,
+    threads: int = 8,
+    *,
+    worker_timeout_ms: int = EMBEDDED_WORKER_TIMEOUT_MS,
+) -> dramatiq.Worker:
+    """Start worker threads in this process (``flowledger run``); call ``.stop()`` at exit.
+
+    Emits ``process_boot`` once per broker first, as the ``dramatiq`` CLI does in each worker
+    process: without it TimeLimit never starts its watchdog thread and time limits are
+    silently not enforced. Run one Worker per process (``start`` leaves a middleware on
+    the broker). ``worker.stop(timeout=ms)`` waits for running actors (default 10 min);
+    with a StubBroker the prefetched-but-unstarted messages (up to 2 per thread) are
+    dropped, not requeued: everything is in memory anyway, so the dispatcher must resend
+    from its own position after a restart.
+    """
+    if broker not in _booted:  # a second process_boot would start TimeLimit's thread twice
+        broker.emit_after("process_boot")
+        _booted.add(broker)
+    worker = dramatiq.Worker(broker, worker_timeout=worker_timeout_ms, worker_threads=threads)
+    worker.start()
+    return worker
