@@ -94,7 +94,7 @@ def queue_execution(
     )
     if inline:
         account.debit(price, execution.id)
-        execution.start(debited=price)
+        execution.start(debited=price, runner="inline")
         app.save(execution, account)
     else:
         app.save(execution)
@@ -109,8 +109,8 @@ def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution
 
 
 @retry_on_conflict()
-def start_execution(app: Flowledger, execution_id: UUID) -> Execution:
-    """Debit and mark running; a run already past `queued` is returned untouched."""
+def start_execution(app: Flowledger, execution_id: UUID, runner: str) -> Execution:
+    """Debit and mark running, owned by `runner`; a run past `queued` is returned untouched."""
     execution = app.load(execution_id, Execution, "execution")
     if execution.status != "queued":
         return execution
@@ -120,7 +120,7 @@ def start_execution(app: Flowledger, execution_id: UUID) -> Execution:
         app.save(execution)
         return execution
     account.debit(execution.credits, execution.id)
-    execution.start(debited=execution.credits)
+    execution.start(debited=execution.credits, runner=runner)
     app.save(execution, account)
     return execution
 

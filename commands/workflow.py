@@ -140,7 +140,10 @@ class UpdateWorkflow(WorkflowFields):
 
 
 def _definition(cmd: WorkflowFields) -> dict[str, Any]:
-    return cmd.model_dump(mode="json", exclude_unset=True)
+    """The fields the client set, each dumped whole (nested defaults such as a schedule's
+    `timezone` and `catchup` are kept)."""
+    dumped = cmd.model_dump(mode="json")
+    return {name: dumped[name] for name in cmd.model_fields_set}
 
 
 def _check_target(definition: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ class Execution(Aggregate):
         self.inline = inline  # run by the API process itself (`/execute`, `wait: true`)
         self.status = "queued"
         self.debited = 0
+        self.runner: str | None = None
         self.attempts = 0
         self.handed_over = False  # callback mode: n8n accepted the run, its callback will finish it
         self.output: Any = None
@@ -68,14 +69,16 @@ class Execution(Aggregate):
 
     class Started(Aggregate.Event):
         debited: int
+        runner: str  # the message (or "inline") that owns the n8n call
 
         def apply(self, execution: Execution) -> None:
             execution.status = "running"
             execution.debited = self.debited
+            execution.runner = self.runner
             execution.started_at = self.timestamp
 
-    def start(self, debited: int) -> None:
-        self.trigger_event(self.Started, debited=debited)
+    def start(self, debited: int, runner: str) -> None:
+        self.trigger_event(self.Started, debited=debited, runner=runner)
 
     @event("AttemptMade")
     def record_attempt(self, attempt: int, outcome: str, status_code: int | None = None) -> None:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import dramatiq
 import structlog
+from dramatiq.middleware import CurrentMessage
 
 from commands.execution import finish_execution, record_attempt, start_execution
 from commands.organization import client_secret
@@ -73,23 +74,30 @@ def attempt(app: Flowledger, execution: Execution) -> tuple[Execution, float | N
     return failed, None
 
 
-def _needs_call(execution: Execution) -> bool:
-    """Running and not yet handed over to n8n (callback mode hands over once)."""
-    return execution.status == "running" and not (
-        execution.response_mode == "callback" and execution.handed_over
+def _needs_call(execution: Execution, runner: str) -> bool:
+    """Running, owned by this runner, and not yet handed over to n8n.
+
+    A duplicate message (the dispatcher re-sends after a crash) is not the owner and does
+    nothing; the owner's own message, redelivered after a worker crash, calls again.
+    """
+    return (
+        execution.status == "running"
+        and execution.runner == runner
+        and not (execution.response_mode == "callback" and execution.handed_over)
     )
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20)
-def call_n8n(execution_id: str) -> None:
+def call_n8n(execution_id: str, runner: str | None = None) -> None:
     """Start a queued run and make one attempt; a retry is a delayed message to itself."""
     app = context.app()
-    execution = start_execution(app, UUID(execution_id))
-    if not _needs_call(execution):
+    runner = runner or CurrentMessage.get_current_message().message_id
+    execution = start_execution(app, UUID(execution_id), runner)
+    if not _needs_call(execution, runner):
         return
     execution, retry_in = attempt(app, execution)
     if retry_in is not None:
-        call_n8n.send_with_options(args=(execution_id,), delay=int(retry_in * 1000))
+        call_n8n.send_with_options(args=(execution_id, runner), delay=int(retry_in * 1000))
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=20)
@@ -110,7 +118,7 @@ def expire(execution_id: str) -> None:
 def run_inline(app: Flowledger, execution_id: UUID) -> Execution:
     """The API's synchronous path: attempts (with backoff sleeps) in this thread."""
     execution = app.load(execution_id, Execution, "execution")
-    while _needs_call(execution):
+    while _needs_call(execution, "inline"):
         execution, retry_in = attempt(app, execution)
         if retry_in is None:
             break

@@ -69,13 +69,19 @@ def test_execute_maps_n8n_errors_to_502(stack: Stack, n8n: FakeN8n) -> None:
 
 
 def _spend_concurrently(tenant: Tenant, workflow_id: str, runs: int) -> list[str]:
-    def execute(_: int) -> str:
+    """Submit `runs` executions at once; the ids of the accepted ones.
+
+    Once workers have debited, the API's visible balance check refuses with 402 at once,
+    so a submission is either accepted (202) or refused before anything is written.
+    """
+
+    def execute(_: int) -> str | None:
         answer = tenant.api.post(f"/workflows/{workflow_id}/execute", json={"input": {}})
-        assert answer.status_code == 202, answer.text
-        return str(answer.json()["execution_id"])
+        assert answer.status_code in (202, 402), answer.text
+        return str(answer.json()["execution_id"]) if answer.status_code == 202 else None
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=runs) as pool:
-        return list(pool.map(execute, range(runs)))
+        return [i for i in pool.map(execute, range(runs)) if i is not None]
 
 
 def test_twenty_concurrent_runs_spend_exactly_the_balance(stack: Stack, n8n: FakeN8n) -> None:
@@ -83,7 +89,7 @@ def test_twenty_concurrent_runs_spend_exactly_the_balance(stack: Stack, n8n: Fak
     wf = tenant.workflow(n8n.webhook_url("sync-concurrent"), credits_per_execution=10)
     ids = _spend_concurrently(tenant, wf["id"], 20)
     statuses = Counter(tenant.execution(i)["status"] for i in ids)
-    assert statuses == {"completed": 10, "rejected": 10}
+    assert statuses["completed"] == 10 and set(statuses) <= {"completed", "rejected"}
     assert tenant.balance() == 0
     assert all(t["balance_after"] >= 0 for t in tenant.transactions())
 
@@ -93,7 +99,7 @@ def test_refunds_of_concurrent_failures_all_arrive(stack: Stack, n8n: FakeN8n) -
     wf = tenant.workflow(n8n.webhook_url("fail-concurrent"), credits_per_execution=10)
     ids = _spend_concurrently(tenant, wf["id"], 20)
     statuses = Counter(tenant.execution(i)["status"] for i in ids)
-    assert statuses["failed"] >= 10 and statuses["failed"] + statuses["rejected"] == 20
+    assert statuses["failed"] >= 10 and set(statuses) <= {"failed", "rejected"}
     assert tenant.balance() == 100
     kinds = Counter(t["type"] for t in tenant.transactions())
     assert kinds["debit"] == kinds["refund"] == statuses["failed"]

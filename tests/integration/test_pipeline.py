@@ -137,3 +137,13 @@ def test_times_out_and_refunds(system: Flowledger, n8n: FakeN8n) -> None:
     org_id, execution_id = _run(system, n8n.webhook_url("slow"), timeout_seconds=1)
     assert _until_terminal(system, execution_id).status == "timed_out"
     assert account_of(system, org_id).balance == 100
+
+
+def test_a_duplicate_message_does_not_call_n8n_twice(system: Flowledger, n8n: FakeN8n) -> None:
+    from workers.execution import call_n8n
+
+    _, execution_id = _run(system, n8n.webhook_url("sync-duplicate"))
+    call_n8n.send(str(execution_id))  # as if the dispatcher re-sent after a crash
+    assert _until_terminal(system, execution_id).status == "completed"
+    time.sleep(0.3)
+    assert len(n8n.requests_for("/webhook/sync-duplicate")) == 1

@@ -69,8 +69,8 @@ def test_debits_when_started_and_not_again(app: Flowledger) -> None:
     wf = _workflow(app, org, credits_per_execution=10)
     execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
     assert account_of(app, org.id).balance == 100  # queueing charges nothing
-    start_execution(app, execution.id)
-    start_execution(app, execution.id)  # a redelivered message
+    start_execution(app, execution.id, "m1")
+    start_execution(app, execution.id, "other-message")  # a duplicate
     assert account_of(app, org.id).balance == 90
 
 
@@ -78,7 +78,7 @@ def test_refunds_failed_runs_once(app: Flowledger) -> None:
     org = _org(app)
     wf = _workflow(app, org, credits_per_execution=10)
     execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
-    start_execution(app, execution.id)
+    start_execution(app, execution.id, "m1")
     finish_execution(app, execution.id, "failed", error={"code": "N8N_ERROR"})
     finish_execution(app, execution.id, "failed", error={"code": "N8N_ERROR"})
     assert account_of(app, org.id).balance == 100
@@ -90,7 +90,7 @@ def test_completed_runs_keep_the_debit(app: Flowledger) -> None:
     org = _org(app)
     wf = _workflow(app, org, credits_per_execution=7)
     execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
-    start_execution(app, execution.id)
+    start_execution(app, execution.id, "m1")
     done = record_execution_status(
         app, RecordExecutionStatus(execution_id=execution.id, status="completed", data={"ok": 1})
     )
@@ -111,8 +111,8 @@ def test_worker_rejects_when_balance_fell_short(app: Flowledger) -> None:
     wf = _workflow(app, org, credits_per_execution=60)
     first = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
     second = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
-    assert start_execution(app, first.id).status == "running"
-    assert start_execution(app, second.id).status == "rejected"
+    assert start_execution(app, first.id, "m1").status == "running"
+    assert start_execution(app, second.id, "m2").status == "rejected"
     assert account_of(app, org.id).balance == 40
 
 
@@ -120,7 +120,7 @@ def test_concurrent_starts_never_overspend(app: Flowledger) -> None:
     org = _org(app)
     wf = _workflow(app, org, credits_per_execution=10)
     runs = [queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow()) for _ in range(20)]
-    threads = [threading.Thread(target=start_execution, args=(app, r.id)) for r in runs]
+    threads = [threading.Thread(target=start_execution, args=(app, r.id, "m")) for r in runs]
     for t in threads:
         t.start()
     for t in threads:
@@ -134,7 +134,7 @@ def test_cancel_refunds_and_is_final(app: Flowledger) -> None:
     org = _org(app)
     wf = _workflow(app, org, credits_per_execution=5)
     execution = queue_execution(app, org.id, "acme", wf.id, ExecuteWorkflow())
-    start_execution(app, execution.id)
+    start_execution(app, execution.id, "m1")
     cancel_execution(app, org.id, execution.id)
     assert account_of(app, org.id).balance == 100
     with pytest.raises(ExecutionFinished):

@@ -112,7 +112,7 @@ def queue(app: Flowledger, org: Org, workflow_id: UUID, **input: Any) -> UUID:
 def run(app: Flowledger, org: Org, workflow_id: UUID, outcome: str = "completed") -> UUID:
     """Queue, start (debit) and finish one execution the way the worker does."""
     execution_id = queue(app, org, workflow_id, n=1)
-    start_execution(app, execution_id)
+    start_execution(app, execution_id, "test")
     if outcome == "completed":
         record_attempt(app, execution_id, 1, "answered", 200, "n8n answered 200")
         finish_execution(app, execution_id, "completed", output={"ok": True}, duration_ms=150)
@@ -324,8 +324,8 @@ def test_execution_rejected_when_the_balance_is_short_at_start(app: Flowledger) 
     org = new_org(app)
     workflow_id = new_workflow(app, org, credits_per_execution=60)
     first, second = queue(app, org, workflow_id), queue(app, org, workflow_id)
-    start_execution(app, first)
-    start_execution(app, second)
+    start_execution(app, first, "test")
+    start_execution(app, second, "test")
     project(app)
 
     execution = get_execution(app.db, org.id, second)
@@ -413,7 +413,7 @@ def test_execution_version_grows_with_every_change(app: Flowledger) -> None:
     execution_id = queue(app, org, new_workflow(app, org))
     project(app)
     queued = execution_version(app.db, execution_id)
-    start_execution(app, execution_id)
+    start_execution(app, execution_id, "test")
     project(app)
     started = execution_version(app.db, execution_id)
 
