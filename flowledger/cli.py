@@ -51,6 +51,10 @@ def _follow(settings: Settings, *, dispatcher: bool, names: list[str]) -> int:
         followers = projection_followers(app, names)
     done = stop_on_signals(followers)
     threads = run_followers(followers)
+    if dispatcher:
+        from workers.recovery import run_sweeps
+
+        run_sweeps(app, done)
     done.wait()
     for thread in threads:
         thread.join(timeout=5)

@@ -46,9 +46,14 @@ class Embedded:
         self.followers = [dispatcher(self.app), *projection_followers(self.app)]
         self.threads = run_followers(self.followers)
         self.worker = broker.start_embedded_worker(self.broker, threads=8)
+        from workers.recovery import run_sweeps
+
+        self.stopped = threading.Event()
+        run_sweeps(self.app, self.stopped)  # the in-memory broker forgets on restart
         self.wsgi = create_app(Deps(settings=settings, app=self.app, db=self.app.db, redis=None))
 
     def stop(self) -> None:
+        self.stopped.set()
         for follower in self.followers:
             follower.stop()
         self.worker.stop(timeout=5000)

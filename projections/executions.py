@@ -48,6 +48,7 @@ TABLES = [
     )""",
     "CREATE INDEX IF NOT EXISTS executions_org_queued "
     "ON executions (organization_id, queued_at, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_unfinished ON executions (status, queued_at)",
     "CREATE INDEX IF NOT EXISTS executions_org_workflow "
     "ON executions (organization_id, workflow_id, queued_at)",
     "CREATE INDEX IF NOT EXISTS executions_org_status "
@@ -390,3 +391,14 @@ def _usage_json(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["queued_at"],
         "completed_at": row["finished_at"],
     }
+
+
+def unfinished(db: Database, queued_before: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Runs still queued or running that were queued before `queued_before` (RFC 3339),
+    oldest first: what the recovery sweep looks at."""
+    return db.query(
+        "SELECT id, status, queued_at, timeout_seconds FROM executions "
+        "WHERE status IN ('queued', 'running') AND queued_at < %s "
+        "ORDER BY queued_at LIMIT %s",
+        (queued_before, limit),
+    )

@@ -28,9 +28,7 @@ from flowledger.db import Cursor, Database
 
 log = structlog.get_logger()
 
-TRACKING = [
-    "CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-]
+TRACKING = ["CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"]
 BATCH = 500
 
 

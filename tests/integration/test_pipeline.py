@@ -20,7 +20,7 @@ from commands.user import RegisterUser, register_user
 from commands.workflow import RegisterWorkflow, register_workflow
 from events.application import Flowledger
 from events.execution import Execution
-from flowledger.processes import run_followers
+from flowledger.processes import projection_followers, run_followers
 from flowledger.settings import Settings
 from tests.support.fake_n8n import FakeN8n, verify_signature
 from workers import broker as broker_setup
@@ -28,7 +28,7 @@ from workers import context
 
 
 @pytest.fixture(params=["embedded", "postgres"])
-def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flowledger]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "embedded":
         settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
     else:
@@ -39,13 +39,23 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flowledge
                 "broker_namespace": f"fl-test-{uuid4().hex[:8]}",
             }
         )
+    return settings
+
+
+@pytest.fixture
+def system(backend: Settings) -> Iterator[Flowledger]:
+    """Dispatcher and worker running; the read models are not needed here."""
+    yield from running(backend, with_dispatcher=True)
+
+
+def running(settings: Settings, *, with_dispatcher: bool) -> Iterator[Flowledger]:
     broker = broker_setup.setup(settings)
     import workers.actors  # noqa: F401
     from workers.dispatcher import dispatcher
 
     app = Flowledger(settings)
     context.use(app)
-    followers = [dispatcher(app)]
+    followers = [dispatcher(app)] if with_dispatcher else projection_followers(app, ["executions"])
     run_followers(followers)
     worker = broker_setup.start_embedded_worker(broker, threads=4)
     yield app
@@ -63,7 +73,7 @@ def n8n() -> Iterator[FakeN8n]:
         yield server
 
 
-def _run(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, UUID]:
+def run_one(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, UUID]:
     tenant = f"t-{uuid4().hex[:10]}"
     user = register_user(
         app, RegisterUser(email=f"{tenant}@example.com", password="x" * 12, full_name="O")
@@ -80,7 +90,7 @@ def _run(app: Flowledger, url: str, credits: int = 5, **fields) -> tuple[UUID, U
     return org.id, execution.id
 
 
-def _until_terminal(app: Flowledger, execution_id: UUID, timeout: float = 10) -> Execution:
+def until_terminal(app: Flowledger, execution_id: UUID, timeout: float = 10) -> Execution:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         execution = app.repository.get(execution_id)
@@ -91,8 +101,8 @@ def _until_terminal(app: Flowledger, execution_id: UUID, timeout: float = 10) ->
 
 
 def test_completes_a_sync_run_and_keeps_the_debit(system: Flowledger, n8n: FakeN8n) -> None:
-    org_id, execution_id = _run(system, n8n.webhook_url("sync"))
-    done = _until_terminal(system, execution_id)
+    org_id, execution_id = run_one(system, n8n.webhook_url("sync"))
+    done = until_terminal(system, execution_id)
     assert done.status == "completed" and done.output["echo"] == {"n": 1}
     assert account_of(system, org_id).balance == 95
     [request] = n8n.requests_for("/webhook/sync")
@@ -100,8 +110,8 @@ def test_completes_a_sync_run_and_keeps_the_debit(system: Flowledger, n8n: FakeN
 
 
 def test_signs_the_call_with_the_client_secret(system: Flowledger, n8n: FakeN8n) -> None:
-    org_id, execution_id = _run(system, n8n.webhook_url("sync"))
-    _until_terminal(system, execution_id)
+    org_id, execution_id = run_one(system, n8n.webhook_url("sync"))
+    until_terminal(system, execution_id)
     from commands.organization import client_secret
     from events.organization import Organization
 
@@ -111,8 +121,8 @@ def test_signs_the_call_with_the_client_secret(system: Flowledger, n8n: FakeN8n)
 
 
 def test_refunds_when_n8n_fails(system: Flowledger, n8n: FakeN8n) -> None:
-    org_id, execution_id = _run(system, n8n.webhook_url("fail"))
-    failed = _until_terminal(system, execution_id)
+    org_id, execution_id = run_one(system, n8n.webhook_url("fail"))
+    failed = until_terminal(system, execution_id)
     assert failed.status == "failed"
     assert failed.error["code"] == "N8N_ERROR" and failed.error["status"] == 500
     assert account_of(system, org_id).balance == 100
@@ -120,30 +130,30 @@ def test_refunds_when_n8n_fails(system: Flowledger, n8n: FakeN8n) -> None:
 
 def test_retries_5xx_with_backoff_then_completes(system: Flowledger, n8n: FakeN8n) -> None:
     retry = {"max_retries": 3, "backoff_seconds": 0.05}
-    _, execution_id = _run(system, n8n.webhook_url("flaky"), retry=retry)
-    done = _until_terminal(system, execution_id)
+    _, execution_id = run_one(system, n8n.webhook_url("flaky"), retry=retry)
+    done = until_terminal(system, execution_id)
     assert done.status == "completed" and done.attempts == 3
     assert len(n8n.requests_for("/webhook/flaky")) == 3
 
 
 def test_does_not_retry_4xx(system: Flowledger, n8n: FakeN8n) -> None:
     retry = {"max_retries": 3, "backoff_seconds": 0.05}
-    _, execution_id = _run(system, n8n.webhook_url("badrequest"), retry=retry)
-    assert _until_terminal(system, execution_id).status == "failed"
+    _, execution_id = run_one(system, n8n.webhook_url("badrequest"), retry=retry)
+    assert until_terminal(system, execution_id).status == "failed"
     assert len(n8n.requests_for("/webhook/badrequest")) == 1
 
 
 def test_times_out_and_refunds(system: Flowledger, n8n: FakeN8n) -> None:
-    org_id, execution_id = _run(system, n8n.webhook_url("slow"), timeout_seconds=1)
-    assert _until_terminal(system, execution_id).status == "timed_out"
+    org_id, execution_id = run_one(system, n8n.webhook_url("slow"), timeout_seconds=1)
+    assert until_terminal(system, execution_id).status == "timed_out"
     assert account_of(system, org_id).balance == 100
 
 
 def test_a_duplicate_message_does_not_call_n8n_twice(system: Flowledger, n8n: FakeN8n) -> None:
     from workers.execution import call_n8n
 
-    _, execution_id = _run(system, n8n.webhook_url("sync-duplicate"))
+    _, execution_id = run_one(system, n8n.webhook_url("sync-duplicate"))
     call_n8n.send(str(execution_id))  # as if the dispatcher re-sent after a crash
-    assert _until_terminal(system, execution_id).status == "completed"
+    assert until_terminal(system, execution_id).status == "completed"
     time.sleep(0.3)
     assert len(n8n.requests_for("/webhook/sync-duplicate")) == 1
