@@ -46,7 +46,6 @@ def run_sync(deps: Deps, who: Principal, workflow_id: UUID, cmd: ExecuteWorkflow
     execution = queue_execution(app, who.org_id, who.tenant_id, workflow_id, cmd, inline=True)
     deadline = time.monotonic() + execution.timeout_seconds
     execution = until_terminal(deps, deps.run_inline(app, execution.id), deadline)
-    deps.settle("executions", "credit_transactions")
     return sync_answer(execution, account_of(app, who.org_id).balance)
 
 

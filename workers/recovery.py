@@ -24,21 +24,21 @@ QUEUED_GRACE = timedelta(seconds=30)
 DEADLINE_GRACE = timedelta(seconds=10)
 
 
-def sweep(app: Flowledger, now: datetime | None = None) -> int:
-    """Re-send for overdue runs; returns how many messages were sent."""
+def sweep(app: Flowledger, now: datetime | None = None) -> list[str]:
+    """Re-send for overdue runs; returns the ids of the runs it sent a message for."""
     now = now or datetime.now(UTC)
-    sent = 0
+    sent: list[str] = []
     for row in unfinished(app.db, queued_before=iso(now - QUEUED_GRACE)):
         queued_at = datetime.fromisoformat(row["queued_at"].replace("Z", "+00:00"))
         deadline = queued_at + timedelta(seconds=row["timeout_seconds"] or 0)
         if now > deadline + DEADLINE_GRACE:
             expire.send(row["id"])
-            sent += 1
+            sent.append(row["id"])
         elif row["status"] == "queued":
             call_n8n.send(row["id"])
-            sent += 1
+            sent.append(row["id"])
     if sent:
-        log.warning("recovery.resent", messages=sent)
+        log.warning("recovery.resent", messages=len(sent))
     return sent
 
 

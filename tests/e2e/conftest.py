@@ -60,8 +60,15 @@ class Tenant:
     def balance(self) -> int:
         return int(self.api.get("/credits/balance").json()["balance"])
 
-    def transactions(self) -> list[dict[str, Any]]:
-        return list(self.api.get("/credits/transactions", params={"limit": 200}).json()["items"])
+    def transactions(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """The ledger once it has caught up with the balance (the list is a read model)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            page = self.api.get("/credits/transactions", params={"limit": 200}).json()
+            items = list(page["items"])
+            if sum(t["amount"] for t in items) == self.balance() or time.monotonic() > deadline:
+                return items
+            time.sleep(0.05)
 
 
 def sign_up(stack: Stack, plan: str = "starter") -> Tenant:
