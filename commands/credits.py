@@ -35,13 +35,13 @@ def grant_credits(
     claim = None
     if cmd.invoice_id is not None:
         claim = Index(kind="invoice", key=f"{org_id}:{cmd.invoice_id}", ref=account.id)
-        if app.find(claim.id, Index):
+        if app.find(claim.id, Index) is not None:
             return account, 0
     account.grant(cmd.amount, kind=kind, description=cmd.description, invoice_id=cmd.invoice_id)
     try:
         app.save(account, claim)
     except IntegrityError:
-        if claim is not None and app.find(claim.id, Index):
+        if claim is not None and app.find(claim.id, Index) is not None:
             return account_of(app, org_id), 0
         raise
     return account, cmd.amount

@@ -55,7 +55,7 @@ class Flowledger(Application[UUID]):
     def load(self, aggregate_id: UUID, kind: type[A], what: str = "resource") -> A:
         """Get an aggregate of an expected type, or raise NotFound."""
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} not found") from None
         if not isinstance(aggregate, kind):
@@ -64,10 +64,10 @@ class Flowledger(Application[UUID]):
 
     def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            found: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return aggregate if isinstance(aggregate, kind) else None
+        return found if isinstance(found, kind) else None
 
 
 def position_of(recordings: list[Recording[UUID]]) -> int:

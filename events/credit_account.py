@@ -15,7 +15,10 @@ class CreditAccount(Aggregate):
     def create_id(organization_id: UUID) -> UUID:
         return credit_account_id(organization_id)
 
-    @event("Opened")
+    class Opened(Aggregate.Created):
+        organization_id: UUID
+
+    @event(Opened)
     def __init__(self, organization_id: UUID) -> None:
         self.organization_id = organization_id
         self.balance = 0
@@ -28,7 +31,13 @@ class CreditAccount(Aggregate):
                 credits_available=self.balance,
             )
 
-    @event("Granted")
+    class Granted(Aggregate.Event):
+        amount: int
+        kind: str
+        description: str | None
+        invoice_id: str | None
+
+    @event(Granted)
     def grant(
         self, amount: int, kind: str, description: str | None = None, invoice_id: str | None = None
     ) -> None:
@@ -39,11 +48,19 @@ class CreditAccount(Aggregate):
         self.check_can_spend(amount)
         self._debited(amount=amount, execution_id=execution_id)
 
-    @event("Debited")
+    class Debited(Aggregate.Event):
+        amount: int
+        execution_id: UUID
+
+    @event(Debited)
     def _debited(self, amount: int, execution_id: UUID) -> None:
         self.balance -= amount
 
-    @event("Refunded")
+    class Refunded(Aggregate.Event):
+        amount: int
+        execution_id: UUID
+
+    @event(Refunded)
     def refund(self, amount: int, execution_id: UUID) -> None:
         self.balance += amount
 
@@ -58,13 +75,25 @@ class CreditAccount(Aggregate):
             message=message,
         )
 
-    @event("TransferredOut")
+    class TransferredOut(Aggregate.Event):
+        transfer_id: UUID
+        to_organization_id: UUID
+        amount: int
+        message: str | None
+
+    @event(TransferredOut)
     def _transferred_out(
         self, transfer_id: UUID, to_organization_id: UUID, amount: int, message: str | None
     ) -> None:
         self.balance -= amount
 
-    @event("TransferredIn")
+    class TransferredIn(Aggregate.Event):
+        transfer_id: UUID
+        from_organization_id: UUID
+        amount: int
+        message: str | None
+
+    @event(TransferredIn)
     def transfer_in(
         self, transfer_id: UUID, from_organization_id: UUID, amount: int, message: str | None
     ) -> None:

@@ -16,7 +16,22 @@ REFUNDED_ON = frozenset({"failed", "timed_out", "cancelled"})
 
 
 class Execution(Aggregate):
-    @event("Queued")
+    class Queued(Aggregate.Created):
+        organization_id: UUID
+        workflow_id: UUID
+        tenant_id: str
+        input: dict[str, Any]
+        metadata: dict[str, Any]
+        trigger: str
+        credits: int
+        timeout_seconds: int
+        retry: dict[str, int]
+        response_mode: str
+        target_url: str
+        retry_of: UUID | None
+        inline: bool
+
+    @event(Queued)
     def __init__(
         self,
         organization_id: UUID,
@@ -80,7 +95,12 @@ class Execution(Aggregate):
     def start(self, debited: int, runner: str) -> None:
         self.trigger_event(self.Started, debited=debited, runner=runner)
 
-    @event("AttemptMade")
+    class AttemptMade(Aggregate.Event):
+        attempt: int
+        outcome: str
+        status_code: int | None
+
+    @event(AttemptMade)
     def record_attempt(self, attempt: int, outcome: str, status_code: int | None = None) -> None:
         """One call to n8n: `outcome` is answered, retryable or refused."""
         self.attempts = attempt
@@ -162,7 +182,11 @@ class Execution(Aggregate):
             self.Rejected, credits_required=credits_required, credits_available=credits_available
         )
 
-    @event("Logged")
+    class Logged(Aggregate.Event):
+        level: str
+        message: str
+
+    @event(Logged)
     def log(self, level: str, message: str) -> None:
         pass
 

@@ -13,7 +13,11 @@ from events.errors import NotFound
 class Workflow(Aggregate):
     """`definition` holds the contract's editable fields (name, webhook_url, retry, ...)."""
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        organization_id: UUID
+        definition: dict[str, Any]
+
+    @event(Registered)
     def __init__(self, organization_id: UUID, definition: dict[str, Any]) -> None:
         self.organization_id = organization_id
         self.definition = definition
@@ -27,19 +31,31 @@ class Workflow(Aggregate):
             return definition[name]
         raise AttributeError(name)
 
-    @event("Updated")
+    class Updated(Aggregate.Event):
+        changes: dict[str, Any]
+
+    @event(Updated)
     def update(self, changes: dict[str, Any]) -> None:
         self.definition = {**self.definition, **changes}
 
-    @event("Activated")
+    class Activated(Aggregate.Event):
+        pass
+
+    @event(Activated)
     def activate(self) -> None:
         self.is_active = True
 
-    @event("Deactivated")
+    class Deactivated(Aggregate.Event):
+        pass
+
+    @event(Deactivated)
     def deactivate(self) -> None:
         self.is_active = False
 
-    @event("Archived")
+    class Archived(Aggregate.Event):
+        pass
+
+    @event(Archived)
     def archive(self) -> None:
         self.archived = True
         self.is_active = False

@@ -37,9 +37,9 @@ class Database:
             from psycopg.rows import dict_row
             from psycopg_pool import ConnectionPool
 
-            url = settings.database_url.replace("postgres://", "postgresql://", 1)
+            self._url = settings.database_url.replace("postgres://", "postgresql://", 1)
             self._pool = ConnectionPool(
-                url,
+                self._url,
                 min_size=1,
                 max_size=settings.db_pool_max,
                 kwargs={"autocommit": True, "row_factory": dict_row},
@@ -71,14 +71,14 @@ class Database:
             with self._pool.connection() as conn, conn.transaction():
                 yield _PgCursor(conn)
         else:
-            conn = self._sqlite()
-            conn.execute("BEGIN IMMEDIATE")
+            lite = self._sqlite()
+            lite.execute("BEGIN IMMEDIATE")
             try:
-                yield _SqliteCursor(conn)
+                yield _SqliteCursor(lite)
             except BaseException:
-                conn.execute("ROLLBACK")
+                lite.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            lite.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         """One statement outside any explicit transaction (reads, single writes)."""
@@ -120,17 +120,16 @@ class Database:
         """A connection held for a long time (advisory locks, LISTEN); Postgres only."""
         import psycopg
 
-        conninfo = self._pool.conninfo
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with psycopg.connect(self._url, autocommit=True) as conn:
             yield conn
 
     def close(self) -> None:
         if self.dialect == "postgres":
             self._pool.close()
         else:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
+            local: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if local is not None:
+                local.close()
                 self._local.conn = None
 
 

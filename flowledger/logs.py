@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -12,7 +13,7 @@ import structlog
 SECRET_KEYS = re.compile(r"(password|secret|token|api_key|authorization|signature)", re.I)
 
 
-def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Never let a secret-like field reach a log line."""
     for key in list(event):
         if key != "event" and SECRET_KEYS.search(key):

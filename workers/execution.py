@@ -91,7 +91,8 @@ def _needs_call(execution: Execution, runner: str) -> bool:
 def call_n8n(execution_id: str, runner: str | None = None) -> None:
     """Start a queued run and make one attempt; a retry is a delayed message to itself."""
     app = context.app()
-    runner = runner or CurrentMessage.get_current_message().message_id
+    message = CurrentMessage.get_current_message()
+    runner = runner or (message.message_id if message else execution_id)
     execution = start_execution(app, UUID(execution_id), runner)
     if not _needs_call(execution, runner):
         return
