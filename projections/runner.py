@@ -122,6 +122,7 @@ class Follower:
         self.topics = topics
         self.batch = batch
         self.stopped = threading.Event()
+        self.active = threading.Event()  # set while this copy holds the lock
         self.db.script(TRACKING)
 
     def stop(self) -> None:
@@ -132,10 +133,14 @@ class Follower:
     def run(self) -> None:
         """Take the lock, then follow; returns when stopped."""
         with self._leadership() as wake:
+            self.active.set()
             log.info("follower.active", name=self.name, position=position(self.db, self.name))
-            while not self.stopped.is_set():
-                if not self.step():
-                    wake(1.0)
+            try:
+                while not self.stopped.is_set():
+                    if not self.step():
+                        wake(1.0)
+            finally:
+                self.active.clear()
 
     def step(self) -> bool:
         """Process one batch; False when the log had nothing new."""
