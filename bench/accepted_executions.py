@@ -1,0 +1,52 @@
+"""Figure (2): accepted async executions/s through gunicorn (2 workers).
+
+``POST /workflows/{id}/execute`` with ``X-API-Key`` (202, queued) as fast as the server
+answers, over ``connections`` keep-alive connections, for ``seconds``. Each accepted request
+authenticates the key, loads the workflow and the credit account, and saves one new
+``Execution`` (one event): the same save the ceiling (1) makes, plus the web framework, the
+auth and the loads around it. Target: at least 0.6 x (1).
+
+Measured twice: with the whole pipeline running (the workers start and finish the runs at
+the same time, on the same two cores and the same event store) and with the API alone
+(dispatcher and worker stopped, the projector still running), which is the figure compared
+with (1): both then have the event store to themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import load
+from bench.harness import QUEUED, Context, EventLog
+
+
+def per_execution(cpu_percent: dict[str, float], rate: float) -> dict[str, float]:
+    """CPU milliseconds each part spent per execution, from percent of a core and a rate."""
+    if not rate:
+        return {}
+    return {part: round(10 * value / rate, 2) for part, value in cpu_percent.items()}
+
+
+def measure(ctx: Context, seconds: float, connections: int) -> dict[str, Any]:
+    log = EventLog(ctx)
+    try:
+        url = f"{ctx.api}/workflows/{ctx.tenant.workflow_id}/execute"
+        cpu = ctx.cpu()
+        result = load.hammer(url, {"input": {"bench": "accept"}},
+                             {"X-API-Key": ctx.tenant.api_key},
+                             connections=connections, seconds=seconds)  # fmt: skip
+        ctx.web_requests += result.requests
+        used = cpu.stop()
+        log.refresh()
+        accepted = result.count(202)
+        return {
+            "cpu_percent_of_one_core": used,
+            "cpu_ms_per_execution": per_execution(used, accepted / result.seconds),
+            "accepted_per_s": round(accepted / result.seconds, 1),
+            "accepted": accepted,
+            "queued_in_log": log.count(QUEUED),
+            "connections": connections,
+            "load": result.as_dict(),
+        }
+    finally:
+        log.close()
