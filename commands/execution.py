@@ -10,15 +10,17 @@ from __future__ import annotations
 from typing import Any, Literal
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from jsonschema import Draft202012Validator
 from pydantic import Field
 
-from commands.base import Command, retry_on_conflict
+from commands.base import Command, retry_on_conflict, serialised
 from commands.credits import account_of
 from commands.workflow import workflow_of
 from events.application import Flowledger
 from events.errors import Conflict, ExecutionFinished, InvalidInput, NotFound
 from events.execution import Execution
+from events.ids import credit_account_id
 from events.workflow import Workflow
 
 Status = Literal["running", "completed", "failed"]
@@ -69,8 +71,17 @@ def queue_execution(
     trigger: str = "api",
     inline: bool = False,
     retry_of: UUID | None = None,
+    key: str | None = None,
 ) -> Execution:
-    """Record a new run. `inline` runs start at once (debit in the same save)."""
+    """Record a new run. `inline` runs start at once (debit in the same save).
+
+    With a `key` the run's id is derived from it: queueing the same key again returns the
+    run already recorded (a redelivered message, a second scheduler) and records nothing.
+    """
+    if key is not None:
+        existing = app.find(Execution.create_id(key=key), Execution)
+        if existing is not None:
+            return existing
     workflow = workflow_of(app, org_id, workflow_id)
     workflow.check_runnable()
     _check_input(workflow, cmd.input)
@@ -91,13 +102,24 @@ def queue_execution(
         target_url=target_url(workflow),
         retry_of=retry_of,
         inline=inline,
+        key=key,
     )
-    if inline:
-        account.debit(price, execution.id)
-        execution.start(debited=price, runner="inline")
-        app.save(execution, account)
-    else:
-        app.save(execution)
+    try:
+        if inline:
+            with serialised(account.id):
+                account = account_of(app, org_id)
+                account.debit(price, execution.id)
+                execution.start(debited=price, runner="inline")
+                app.save(execution, account)
+        else:
+            app.save(execution)
+    except IntegrityError:
+        if key is None:
+            raise
+        existing = app.find(execution.id, Execution)
+        if existing is None:
+            raise  # the account's version lost a race: retry_on_conflict runs us again
+        return existing
     return execution
 
 
@@ -114,14 +136,15 @@ def start_execution(app: Flowledger, execution_id: UUID, runner: str) -> Executi
     execution = app.load(execution_id, Execution, "execution")
     if execution.status != "queued":
         return execution
-    account = account_of(app, execution.organization_id)
-    if account.balance < execution.credits:
-        execution.reject(credits_required=execution.credits, credits_available=account.balance)
-        app.save(execution)
-        return execution
-    account.debit(execution.credits, execution.id)
-    execution.start(debited=execution.credits, runner=runner)
-    app.save(execution, account)
+    with serialised(credit_account_id(execution.organization_id)):
+        account = account_of(app, execution.organization_id)
+        if account.balance < execution.credits:
+            execution.reject(execution.credits, credits_available=account.balance)
+            app.save(execution)
+            return execution
+        account.debit(execution.credits, execution.id)
+        execution.start(debited=execution.credits, runner=runner)
+        app.save(execution, account)
     return execution
 
 
@@ -179,12 +202,13 @@ def finish_execution(
     else:
         raise ValueError(f"not a terminal status: {status}")
     refund = execution.refund_due
-    if refund:
+    if not refund:
+        app.save(execution)
+        return execution
+    with serialised(credit_account_id(execution.organization_id)):
         account = account_of(app, execution.organization_id)
         account.refund(refund, execution.id)
         app.save(execution, account)
-    else:
-        app.save(execution)
     return execution
 
 

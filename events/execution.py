@@ -5,17 +5,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, ClassVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
 from events.errors import ExecutionFinished
+from events.ids import keyed_execution_id
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "rejected"})
 REFUNDED_ON = frozenset({"failed", "timed_out", "cancelled"})
 
 
 class Execution(Aggregate):
+    @staticmethod
+    def create_id(key: str | None = None, **_: Any) -> UUID:
+        """With a `key` (an event and a workflow, a workflow and a schedule slot), the same
+        run twice gets the same id, so the second save fails instead of running twice."""
+        return keyed_execution_id(key) if key is not None else uuid4()
+
     class Queued(Aggregate.Created):
         organization_id: UUID
         workflow_id: UUID
@@ -30,6 +37,7 @@ class Execution(Aggregate):
         target_url: str
         retry_of: UUID | None
         inline: bool
+        key: str | None = None
 
     @event(Queued)
     def __init__(
@@ -47,6 +55,7 @@ class Execution(Aggregate):
         target_url: str,
         retry_of: UUID | None = None,
         inline: bool = False,
+        key: str | None = None,
     ) -> None:
         self.organization_id = organization_id
         self.workflow_id = workflow_id
@@ -60,6 +69,7 @@ class Execution(Aggregate):
         self.response_mode = response_mode
         self.target_url = target_url
         self.retry_of = retry_of
+        self.key = key
         self.inline = inline  # run by the API process itself (`/execute`, `wait: true`)
         self.status = "queued"
         self.debited = 0

@@ -17,3 +17,8 @@ def index_id(kind: str, key: str) -> UUID:
 
 def credit_account_id(organization_id: UUID) -> UUID:
     return uuid5(NAMESPACE, f"credit-account:{organization_id}")
+
+
+def keyed_execution_id(key: str) -> UUID:
+    """The id of the one run a deterministic `key` may queue (see `Execution.create_id`)."""
+    return uuid5(NAMESPACE, f"execution:{key}")

@@ -167,9 +167,11 @@ def setup(settings: Any = None) -> dramatiq.Broker:
     """
     global _setup_key
     if settings is None:
+        from flowledger.logs import configure
         from flowledger.settings import load_settings
 
         settings = load_settings()
+        configure(settings.log_format, settings.log_level)  # the dramatiq CLI's worker process
         if settings.redis_url is None:
             log.warning("FLOWLEDGER_REDIS_URL is unset: in-process StubBroker, nothing to consume")
     key = (
