@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
 from flowledger.db import Cursor, Database
+from flowledger.leader import leadership
 
 log = structlog.get_logger()
 
@@ -123,6 +123,7 @@ class Follower:
         self.batch = batch
         self.stopped = threading.Event()
         self.active = threading.Event()  # set while this copy holds the lock
+        self._position: int | None = None  # kept in memory while this copy leads
         self.db.script(TRACKING)
 
     def stop(self) -> None:
@@ -133,6 +134,7 @@ class Follower:
     def run(self) -> None:
         """Take the lock, then follow; returns when stopped."""
         with self._leadership() as wake:
+            self._position = None  # another copy may have led meanwhile
             self.active.set()
             log.info("follower.active", name=self.name, position=position(self.db, self.name))
             try:
@@ -143,25 +145,35 @@ class Follower:
                 self.active.clear()
 
     def step(self) -> bool:
-        """Process one batch; False when the log had nothing new."""
-        start = position(self.db, self.name)
-        notifications = self.app.recorder.select_notifications(
-            start=start, limit=self.batch, inclusive_of_start=False
-        )
-        if not notifications:
+        """Process one batch; False when the log had nothing new.
+
+        Only the events of `topics` are read (filtered in SQL). When a filtered batch is
+        short, every event up to the log's top was seen, so the position moves to the top:
+        read-your-writes waits on any position then end. Ids are committed in order (the
+        recorder's table lock), so nothing below the top can appear later.
+        """
+        if self._position is None:
+            self._position = position(self.db, self.name)
+        top = self.app.recorder.max_notification_id() or 0
+        if top <= self._position:
             return False
-        items = [self._item(n) for n in notifications if self._wanted(n)]
-        self.handle([i for i in items if i is not None], notifications[-1].id)
+        notifications = self.app.recorder.select_notifications(
+            start=self._position,
+            limit=self.batch,
+            stop=top,
+            topics=sorted(self.topics or ()),
+            inclusive_of_start=False,
+        )
+        last = notifications[-1].id if len(notifications) == self.batch else top
+        self.handle([self._item(n) for n in notifications], last)
+        self._position = last
         return True
 
     def catch_up(self) -> None:
         while self.step():
             pass
 
-    def _wanted(self, notification: Notification) -> bool:
-        return self.topics is None or notification.topic in self.topics
-
-    def _item(self, notification: Notification) -> Item | None:
+    def _item(self, notification: Notification) -> Item:
         return Item(notification.id, self.app.mapper.to_domain_event(notification))
 
     @contextmanager
@@ -169,13 +181,7 @@ class Follower:
         if self.db.dialect != "postgres":
             yield self._wait_in_process
             return
-        with self.db.dedicated_connection() as conn:
-            key = zlib.crc32(f"flowledger:{self.name}".encode())
-            while not self.stopped.is_set():
-                if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                    break
-                log.info("follower.standby", name=self.name)
-                self.stopped.wait(1.0)
+        with leadership(self.db, self.name, self.stopped) as conn:
             conn.execute(f"LISTEN {self.app.recorder.channel_name}")  # type: ignore[attr-defined]
 
             def wake(timeout: float) -> None:
