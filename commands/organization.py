@@ -13,7 +13,6 @@ from commands.user import user_by_email
 from events.application import Flowledger
 from events.credit_account import CreditAccount
 from events.errors import Conflict, NotFound
-from events.ids import index_id
 from events.index import Index
 from events.organization import OPENING_GRANT, Organization
 from events.user import User
@@ -47,7 +46,7 @@ class Created(BaseModel):
 
 def create_organization(app: Flowledger, owner_id: UUID, cmd: CreateOrganization) -> Created:
     owner = app.load(owner_id, User, "user")
-    if app.find(index_id("tenant", cmd.tenant_id), Index):
+    if app.claim("tenant", cmd.tenant_id):
         raise Conflict("tenant_id is taken", field="tenant_id")
     client_secret = new_token("cs_")
     org = Organization(
@@ -80,14 +79,14 @@ def _new_api_key(org: Organization) -> tuple[UUID, str, Index]:
 
 
 def organization_by_tenant(app: Flowledger, tenant_id: str) -> Organization | None:
-    claim = app.find(index_id("tenant", tenant_id), Index)
+    claim = app.claim("tenant", tenant_id)
     return app.find(claim.ref, Organization) if claim else None
 
 
 def organization_by_api_key(app: Flowledger, api_key: str) -> tuple[Organization, UUID] | None:
     """The organization and key id of a live key; None for unknown or revoked keys."""
     key_hash = sha256_hex(api_key)
-    claim = app.find(index_id("api_key", key_hash), Index)
+    claim = app.claim("api_key", key_hash)
     org = app.find(claim.ref, Organization) if claim else None
     if org is None:
         return None

@@ -28,7 +28,7 @@ class RegisterUser(Command):
 
 def register_user(app: Flowledger, cmd: RegisterUser) -> User:
     email = cmd.email.lower()
-    if app.find(index_id("email", email), Index):
+    if app.claim("email", email):
         raise Conflict("a user with this email exists")
     user = User(email=email, full_name=cmd.full_name, password_hash=hasher.hash(cmd.password))
     claim = Index(kind="email", key=email, ref=user.id)
@@ -40,7 +40,7 @@ def register_user(app: Flowledger, cmd: RegisterUser) -> User:
 
 
 def user_by_email(app: Flowledger, email: str) -> User | None:
-    claim = app.find(index_id("email", email.lower()), Index)
+    claim = app.claim("email", email.lower())
     return app.find(claim.ref, User) if claim else None
 
 

@@ -11,6 +11,8 @@ from eventsourcing.persistence import Recording
 
 from events.credit_account import CreditAccount
 from events.errors import NotFound
+from events.ids import index_id
+from events.index import Index
 from events.organization import Organization
 from events.user import User
 from events.vault import TABLES as VAULT_TABLES
@@ -40,6 +42,8 @@ class Flowledger(Application[UUID]):
         self.vault = Vault(self.db, settings.master_key_bytes)
         # In-process wake-up for followers of the log (the SQLite recorder cannot subscribe).
         self.saved = threading.Condition()
+        self._claims: dict[UUID, Index] = {}
+        self._claims_lock = threading.Lock()
         self.last_saved_position = 0
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
@@ -61,6 +65,20 @@ class Flowledger(Application[UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"{what} not found")
         return aggregate
+
+    def claim(self, kind: str, key: str) -> Index | None:
+        """The claim of a unique key. Claims never change once made, so a found one is
+        kept in memory: API-key and tenant lookups on every request cost no query."""
+        claim_id = index_id(kind, key)
+        found = self._claims.get(claim_id)
+        if found is None:
+            found = self.find(claim_id, Index)
+            if found is not None:
+                with self._claims_lock:
+                    if len(self._claims) > 50_000:
+                        self._claims.clear()
+                    self._claims[claim_id] = found
+        return found
 
     def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         try:
