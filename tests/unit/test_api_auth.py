@@ -4,7 +4,6 @@ HMAC signatures, and how the organization and the role are found."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,6 @@ from tests.unit.test_api_harness import (
     fast_passwords,
     signed,
 )
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
-
-
-@pytest.fixture
-def acme(api: Harness) -> dict[str, Any]:
-    token = api.user("owner@example.com")
-    return {**api.organization(token, "acme"), "token": token}
 
 
 def _login(api: Harness, email: str, password: str = PASSWORD) -> Any:

@@ -4,25 +4,16 @@ stream. Nothing here calls n8n (no worker runs); see tests/integration/test_api_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_api_harness import Harness, assert_error, fast_passwords
+from tests.unit.test_api_harness import Harness, assert_error
 
 URL = "https://n8n.invalid/webhook/never-called"
 EXECUTION_FIELDS = {"id", "workflow_id", "status", "input", "metadata", "output", "error",
                     "credits_used", "attempts", "retry_of", "trigger", "queued_at", "started_at",
                     "finished_at", "duration_ms", "logs"}  # fmt: skip
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
 
 
 @pytest.fixture

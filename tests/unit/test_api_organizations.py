@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_api_harness import OPERATOR, Harness, assert_error, fast_passwords, signed
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
-
-
-@pytest.fixture
-def acme(api: Harness) -> dict[str, Any]:
-    token = api.user("owner@example.com")
-    return {**api.organization(token, "acme"), "token": token}
+from tests.unit.test_api_harness import OPERATOR, Harness, assert_error, signed
 
 
 def _path(org: dict[str, Any], rest: str = "") -> str:

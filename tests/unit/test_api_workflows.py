@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_api_harness import Harness, assert_error, fast_passwords
+from tests.unit.test_api_harness import Harness, assert_error
 
 URL = "https://n8n.example.com/webhook/process"
 FIELDS = {"id", "name", "description", "project_id", "n8n_connection_id", "n8n_workflow_id",
           "n8n_webhook_path", "webhook_url", "response_mode", "is_active", "credits_per_execution",
           "timeout_seconds", "retry", "input_schema", "trigger", "tags", "category", "trigger_url",
           "execution_count", "last_executed_at", "created_at", "updated_at"}  # fmt: skip
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
 
 
 @pytest.fixture
