@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     sub.add_parser("dispatcher", help="follow the log and send Dramatiq messages")
+    sub.add_parser("scheduler", help="queue the runs of schedule-triggered workflows")
     projector = sub.add_parser("projector", help="keep the read models up to date")
     projector.add_argument("names", nargs="*", help="only these projections (default: all)")
     args = parser.parse_args(argv)
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args.host, args.port or settings.port)
     if args.command == "dispatcher":
         return _follow(settings, dispatcher=True, names=[])
+    if args.command == "scheduler":
+        return _schedule(settings)
     return _follow(settings, dispatcher=False, names=args.names)
 
 
@@ -58,6 +61,21 @@ def _follow(settings: Settings, *, dispatcher: bool, names: list[str]) -> int:
     done.wait()
     for thread in threads:
         thread.join(timeout=5)
+    app.close()
+    return 0
+
+
+def _schedule(settings: Settings) -> int:
+    from events.application import Flowledger
+    from flowledger.processes import run_followers, stop_on_signals
+    from workers.scheduler import Scheduler
+
+    app = Flowledger(settings)
+    scheduler = Scheduler(app)
+    done = stop_on_signals([scheduler])
+    [thread] = run_followers([scheduler])
+    done.wait()
+    thread.join(timeout=5)
     app.close()
     return 0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -12,6 +13,17 @@ from events.application import Flowledger
 from projections.runner import Follower, projection_follower
 
 log = structlog.get_logger()
+
+
+class Loop(Protocol):
+    """A long-running loop with one active copy: a `Follower` or the `Scheduler`."""
+
+    name: str
+    stopped: threading.Event
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Follower]:
@@ -23,7 +35,7 @@ def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Fol
     ]
 
 
-def run_followers(followers: list[Follower]) -> list[threading.Thread]:
+def run_followers(followers: Sequence[Loop]) -> list[threading.Thread]:
     """Each follower in its own daemon thread; a crash is logged and the loop restarted."""
     threads = []
     for follower in followers:
@@ -35,7 +47,7 @@ def run_followers(followers: list[Follower]) -> list[threading.Thread]:
     return threads
 
 
-def _keep_running(follower: Follower) -> None:
+def _keep_running(follower: Loop) -> None:
     while not follower.stopped.is_set():
         try:
             follower.run()
@@ -44,7 +56,7 @@ def _keep_running(follower: Follower) -> None:
             follower.stopped.wait(1.0)
 
 
-def stop_on_signals(followers: list[Follower]) -> threading.Event:
+def stop_on_signals(followers: Sequence[Loop]) -> threading.Event:
     """SIGTERM / SIGINT stop every follower; returns an event set when that happens."""
     done = threading.Event()
 

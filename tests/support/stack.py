@@ -31,7 +31,7 @@ def free_port() -> int:
 
 @dataclass
 class Stack:
-    """web (gunicorn, 2 workers), worker (dramatiq), dispatcher and projector."""
+    """web (gunicorn, 2 workers), worker (dramatiq), dispatcher, projector and scheduler."""
 
     workdir: Path
     database_url: str
@@ -95,6 +95,7 @@ class Stack:
             ],
             "dispatcher": [str(BIN / "flowledger"), "dispatcher"],
             "projector": [str(BIN / "flowledger"), "projector"],
+            "scheduler": [str(BIN / "flowledger"), "scheduler"],
         }
 
     def start(self, *names: str, env: dict[str, str] | None = None) -> Stack:
