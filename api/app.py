@@ -20,12 +20,16 @@ import falcon.media
 
 from api import (
     auth_routes,
+    automation_events,
     credits,
     errors,
     executions,
     health,
+    inbound,
     internal,
     organizations,
+    stream,
+    webhooks,
     workflows,
 )
 from api.auth import Authenticate, NonceStore
@@ -120,6 +124,10 @@ def create_app(deps: Deps) -> falcon.App:
     errors.install(app)
     health.add_routes(app, deps)
     for area in (auth_routes, organizations, credits, workflows, executions, internal):
+        area.add_routes(app, deps, PREFIX)
+    for area in (automation_events, inbound, stream):
+        area.add_routes(app, deps, PREFIX)
+    for area in (webhooks,):
         area.add_routes(app, deps, PREFIX)
     return app
 

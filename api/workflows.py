@@ -18,7 +18,9 @@ from commands.workflow import (
     UpdateWorkflow,
     archive_workflow,
     register_workflow,
+    rotate_trigger_token,
     set_workflow_active,
+    trigger_url,
     update_workflow,
     workflow_of,
 )
@@ -27,6 +29,16 @@ from projections.workflows import get_workflow, list_workflows
 
 if TYPE_CHECKING:
     from api.app import Deps
+
+
+def with_trigger_url(deps: Deps, document: dict[str, Any]) -> dict[str, Any]:
+    """A webhook trigger's URL holds a secret token, so it comes from the aggregate (sealed
+    in the vault), never from the read model."""
+    if (document.get("trigger") or {}).get("type") != "webhook":
+        return document
+    workflow = deps.app.find(UUID(str(document["id"])), Workflow)
+    url = trigger_url(deps.app, workflow) if workflow is not None else None
+    return {**document, "trigger_url": url}
 
 
 class Resource:
@@ -38,8 +50,8 @@ class Resource:
         if self.deps.settle("workflows"):
             row = get_workflow(self.deps.db, org_id, workflow.id)
             if row is not None:
-                return row
-        return shapes.workflow(workflow)
+                return with_trigger_url(self.deps, row)
+        return with_trigger_url(self.deps, shapes.workflow(workflow))
 
 
 class Collection(Resource):
@@ -61,6 +73,7 @@ class Collection(Resource):
         }
         org_id = req.context.principal.org_id
         items, total = list_workflows(self.deps.db, org_id, **filters, limit=limit, offset=offset)
+        items = [with_trigger_url(self.deps, item) for item in items]
         resp.media = shapes.page(items, total, limit, offset)
 
 
@@ -72,7 +85,10 @@ class Item(Resource):
         workflow = workflow_of(self.deps.app, org_id, workflow_id)
         row = get_workflow(self.deps.db, org_id, workflow_id)
         current = row is not None and row["updated_at"] == shapes.ts(workflow.modified_on)
-        resp.media = row if current else self.fresh(org_id, workflow)
+        if row is not None and current:
+            resp.media = with_trigger_url(self.deps, row)
+        else:
+            resp.media = self.fresh(org_id, workflow)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, workflow_id: UUID) -> None:
         org_id = req.context.principal.org_id
@@ -100,9 +116,21 @@ class Activation(Resource):
         resp.media = self.fresh(org_id, workflow)
 
 
+class RotateTriggerToken(Resource):
+    """`/rotate-trigger-token`: a new trigger URL; the previous one answers 404 from now."""
+
+    auth = {"POST": "admin"}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, workflow_id: UUID) -> None:
+        org_id = req.context.principal.org_id
+        workflow = rotate_trigger_token(self.deps.app, org_id, workflow_id)
+        resp.media = self.fresh(org_id, workflow)
+
+
 def add_routes(app: falcon.App, deps: Deps, prefix: str) -> None:
     item = prefix + "/workflows/{workflow_id:uuid}"
     app.add_route(f"{prefix}/workflows", Collection(deps))
     app.add_route(item, Item(deps))
     app.add_route(f"{item}/activate", Activation(deps, True))
     app.add_route(f"{item}/deactivate", Activation(deps, False))
+    app.add_route(f"{item}/rotate-trigger-token", RotateTriggerToken(deps))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -11,9 +12,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from commands.base import Command, retry_on_conflict
+from commands.base import Command, new_token, retry_on_conflict, sha256_hex
 from events.application import Flowledger
-from events.errors import InvalidInput
+from events.errors import Conflict, InvalidInput, NotFound
+from events.vault import SecretShredded
 from events.workflow import Workflow
 
 
@@ -163,6 +165,8 @@ def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> W
     definition = {**DEFAULTS, **_definition(cmd)}
     _check_target(definition)
     workflow = Workflow(organization_id=org_id, definition=definition)
+    if workflow.has_webhook_trigger:
+        _new_trigger_token(app, workflow)
     app.save(workflow)
     return workflow
 
@@ -187,8 +191,15 @@ def update_workflow(
     changes = {k: v for k, v in changes.items() if v is not None or k in nullable}
     _check_target({**workflow.definition, **changes})
     if changes:
+        trigger_changed = changes.get("trigger", workflow.definition.get("trigger")) != (
+            workflow.definition.get("trigger")
+        )
         workflow.update(changes)
+        replaced = None
+        if workflow.has_webhook_trigger and (trigger_changed or workflow.trigger_token is None):
+            replaced = _new_trigger_token(app, workflow)
         app.save(workflow)
+        _shred(app, replaced)
     return workflow
 
 
@@ -206,3 +217,54 @@ def archive_workflow(app: Flowledger, org_id: UUID, workflow_id: UUID) -> None:
     workflow = workflow_of(app, org_id, workflow_id)
     workflow.archive()
     app.save(workflow)
+
+
+# -- trigger URLs (`trigger.type = webhook`) -----------------------------------------------
+
+
+def _new_trigger_token(app: Flowledger, workflow: Workflow) -> dict[str, Any] | None:
+    """Issue a fresh token (hash to check, sealed to show); returns the one it replaces."""
+    previous = workflow.trigger_token
+    token = new_token(nbytes=24)
+    workflow.issue_trigger_token(token_hash=sha256_hex(token), sealed=app.vault.seal(token))
+    return previous
+
+
+def _shred(app: Flowledger, replaced: dict[str, Any] | None) -> None:
+    """The replaced token's data key goes: its sealed copy in the log is unreadable."""
+    if replaced is not None:
+        app.vault.shred(replaced["sealed"]["key_id"])
+
+
+@retry_on_conflict()
+def rotate_trigger_token(app: Flowledger, org_id: UUID, workflow_id: UUID) -> Workflow:
+    workflow = workflow_of(app, org_id, workflow_id)
+    if not workflow.has_webhook_trigger:
+        raise Conflict("only a workflow with a webhook trigger has a trigger URL")
+    replaced = _new_trigger_token(app, workflow)
+    app.save(workflow)
+    _shred(app, replaced)
+    return workflow
+
+
+def trigger_url(app: Flowledger, workflow: Workflow) -> str | None:
+    """`<public_url>/webhooks/workflows/{id}/{token}` for a webhook trigger, else None."""
+    if not workflow.has_webhook_trigger or workflow.trigger_token is None:
+        return None
+    try:
+        token = app.vault.open(workflow.trigger_token["sealed"])
+    except SecretShredded:
+        return None
+    base = app.settings.public_url.rstrip("/")
+    return f"{base}/webhooks/workflows/{workflow.id}/{token}"
+
+
+def workflow_by_trigger_token(app: Flowledger, workflow_id: UUID, token: str) -> Workflow:
+    """The workflow this trigger URL starts; NotFound for an unknown or rotated token."""
+    workflow = app.find(workflow_id, Workflow)
+    stored = workflow.trigger_token if workflow is not None else None
+    if workflow is None or workflow.archived or not workflow.has_webhook_trigger or not stored:
+        raise NotFound("workflow not found")
+    if not hmac.compare_digest(stored["hash"], sha256_hex(token)):
+        raise NotFound("workflow not found")
+    return workflow

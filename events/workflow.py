@@ -23,6 +23,8 @@ class Workflow(Aggregate):
         self.definition = definition
         self.is_active = True
         self.archived = False
+        # A `webhook` trigger's URL token: its hash (to check) and sealed (to show the URL).
+        self.trigger_token: dict[str, Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Reads like workflow.credits_per_execution go to the definition.
@@ -59,6 +61,19 @@ class Workflow(Aggregate):
     def archive(self) -> None:
         self.archived = True
         self.is_active = False
+
+    class TriggerTokenIssued(Aggregate.Event):
+        token_hash: str
+        sealed: dict[str, str]
+
+    @event(TriggerTokenIssued)
+    def issue_trigger_token(self, token_hash: str, sealed: dict[str, str]) -> None:
+        """A new token for the trigger URL; the previous one stops working."""
+        self.trigger_token = {"hash": token_hash, "sealed": sealed}
+
+    @property
+    def has_webhook_trigger(self) -> bool:
+        return (self.definition.get("trigger") or {}).get("type") == "webhook"
 
     def check_runnable(self) -> None:
         if self.archived or not self.is_active:

@@ -2,7 +2,8 @@
 
 SQLite event store and read models in `./var/`, Dramatiq's in-process StubBroker with
 worker threads, the dispatcher and the projection runners as threads (woken in-process,
-since the SQLite recorder cannot subscribe), and a threaded WSGI server for the API.
+since the SQLite recorder cannot subscribe), the scheduler as a thread, and a threaded WSGI
+server for the API.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class Embedded:
         from flowledger.processes import projection_followers, run_followers
         from workers import context
         from workers.dispatcher import dispatcher
+        from workers.scheduler import Scheduler
 
         self.app = Flowledger(settings)
         context.use(self.app)
         self.followers = [dispatcher(self.app), *projection_followers(self.app)]
-        self.threads = run_followers(self.followers)
+        self.scheduler = Scheduler(self.app)
+        self.threads = run_followers([*self.followers, self.scheduler])
         self.worker = broker.start_embedded_worker(self.broker, threads=8)
         from workers.recovery import run_sweeps
 
@@ -56,6 +59,7 @@ class Embedded:
         self.stopped.set()
         for follower in self.followers:
             follower.stop()
+        self.scheduler.stop()
         self.worker.stop(timeout=5000)
         for thread in self.threads:
             thread.join(timeout=5)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     ip_rate_limit: int = Field(120, ge=1)
     rate_limit_scale: float = Field(1.0, gt=0)
+    # Multiplies the outgoing webhooks' retry delays (5 s, 30 s, 2 min, ...); tests shrink it.
+    webhook_backoff_scale: float = Field(1.0, gt=0)
     # How long a command waits for its read model to catch up (read-your-writes).
     read_your_writes_timeout: float = Field(2.0, ge=0)
     # Dramatiq: idle poll of the Redis consumer in ms (see workers/broker.py for the cost).

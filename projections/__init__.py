@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from projections.automation_events import AutomationEventsProjection
 from projections.credits import CreditsProjection
+from projections.deliveries import DeliveriesProjection
 from projections.executions import ExecutionsProjection
 from projections.runner import Projection
 from projections.workflows import WorkflowsProjection
@@ -10,4 +12,10 @@ from projections.workflows import WorkflowsProjection
 
 def all_projections() -> list[Projection]:
     """One instance of every read model."""
-    return [WorkflowsProjection(), ExecutionsProjection(), CreditsProjection()]
+    return [
+        WorkflowsProjection(),
+        ExecutionsProjection(),
+        CreditsProjection(),
+        AutomationEventsProjection(),
+        DeliveriesProjection(),
+    ]

@@ -110,6 +110,13 @@ class WorkflowsProjection(Projection):
     def on_archived(self, cur: Cursor, event: Workflow.Archived, position: int) -> None:
         self._set(cur, event, position, "is_active = 0, archived = 1")
 
+    @handles(Workflow.TriggerTokenIssued)
+    def on_trigger_token(
+        self, cur: Cursor, event: Workflow.TriggerTokenIssued, position: int
+    ) -> None:
+        # The token itself stays out of the read model; the answer's URL changed, though.
+        self._set(cur, event, position, "archived = archived")
+
     @handles(Execution.Queued)
     def on_execution_queued(self, cur: Cursor, event: Execution.Queued, position: int) -> None:
         cur.execute(
@@ -188,6 +195,16 @@ def get_workflow(db: Database, org_id: Any, workflow_id: Any) -> dict[str, Any] 
         (str(workflow_id), str(org_id)),
     )
     return workflow_json(row) if row else None
+
+
+def event_triggered_ids(db: Database, org_id: Any) -> list[str]:
+    """Active workflows of the organization with an `event` trigger (candidates to match)."""
+    rows = db.query(
+        "SELECT id FROM workflows WHERE organization_id = %s AND archived = 0 AND is_active = 1"
+        " AND definition LIKE %s",
+        (str(org_id), '%"trigger":{"type":"event"%'),
+    )
+    return [row["id"] for row in rows]
 
 
 def workflow_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,6 @@
 The broker is set up first (the CLI's broker argument), so the actors bind to it.
 """
 
-from workers import execution
+from workers import automation_events, execution, webhooks
 
-__all__ = ["execution"]
+__all__ = ["automation_events", "execution", "webhooks"]

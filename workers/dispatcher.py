@@ -15,10 +15,14 @@ import dramatiq
 import structlog
 
 from events.application import Flowledger
+from events.automation_event import AutomationEvent
 from events.execution import Execution
 from flowledger import failpoints
+from projections.formats import event_id
 from projections.runner import Follower, Item, record_position
+from workers import automation_events as automation_event_actors
 from workers import execution as execution_actors
+from workers import webhook_events, webhooks
 
 log = structlog.get_logger()
 NAME = "dispatcher"
@@ -48,9 +52,34 @@ def _on_queued(event: Execution.Queued) -> list[Send]:
     return sends
 
 
+def _on_event_received(event: AutomationEvent.Received) -> list[Send]:
+    """An automation event that matched workflows: queue their runs."""
+    if not (event.trigger_workflows and event.matched):
+        return []
+    return [Send(automation_event_actors.trigger_workflows, (str(event.originator_id),))]
+
+
 ROUTES: dict[type, Route] = {
     Execution.Queued: _on_queued,
+    AutomationEvent.Received: _on_event_received,
 }
+
+
+def _webhooks(event: Any) -> list[Send]:
+    """Outgoing webhooks: `fan_out` reads the event back and finds the endpoints."""
+    ids = (str(event_id(event)), str(event.originator_id), event.originator_version)
+    return [Send(webhooks.fan_out, ids)]
+
+
+def _also(first: Route | None, then: Route) -> Route:
+    """Both routes' messages, so webhook routes never replace another route of a class."""
+    if first is None:
+        return then
+    return lambda event: [*first(event), *then(event)]
+
+
+for _event_class in webhook_events.ROUTED:
+    ROUTES[_event_class] = _also(ROUTES.get(_event_class), _webhooks)
 
 
 def sends_for(item: Item) -> list[Send]:

@@ -18,6 +18,7 @@ from events.application import Flowledger
 from projections.executions import unfinished
 from projections.formats import iso
 from workers.execution import call_n8n, expire
+from workers.webhooks import sweep_deliveries
 
 log = structlog.get_logger()
 QUEUED_GRACE = timedelta(seconds=30)
@@ -49,6 +50,10 @@ def run_sweeps(app: Flowledger, stopped: threading.Event, every: float = 30.0) -
                 sweep(app)
             except Exception:
                 log.exception("recovery.failed")
+            try:
+                sweep_deliveries(app)
+            except Exception:
+                log.exception("recovery.webhooks_failed")
 
     thread = threading.Thread(target=loop, name="recovery", daemon=True)
     thread.start()

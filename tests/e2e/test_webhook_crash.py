@@ -1,0 +1,62 @@
+"""kill -9 of the worker in the middle of a webhook POST: the delivery still succeeds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import fresh_database
+from tests.e2e.conftest import sign_up
+from tests.support.stack import Stack
+from tests.support.webhook_receiver import Receiver, serve
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with fresh_database("flowledger_e2e") as url:
+        system = Stack(tmp_path_factory.mktemp("stack"), url)
+        try:
+            yield system.start()
+        finally:
+            system.stop()
+
+
+def until(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_worker_killed_mid_delivery_still_delivers(stack: Stack) -> None:
+    got = Receiver(sleep={"/crash": 2.0})
+    server = serve(got)
+    try:
+        tenant = sign_up(stack)
+        url = f"http://127.0.0.1:{server.server_port}/crash"
+        created = tenant.api.post(
+            "/webhooks/endpoints", json={"url": url, "event_types": ["workflow.created"]}
+        )
+        assert created.status_code == 201, created.text
+        tenant.workflow("https://n8n.example.com/webhook/x")
+        until(lambda: "/crash" in got.arrived, timeout=30)
+        stack.kill("worker")  # SIGKILL while the POST is in flight: no attempt recorded
+        stack.start("worker")
+
+        def succeeded() -> Any:
+            items = tenant.api.get("/webhooks/deliveries").json()["items"]
+            return items if items and items[0]["status"] == "succeeded" else None
+
+        [delivery] = until(succeeded)
+        assert len(got.arrived) >= 2  # the requeued message POSTed again
+        assert {r.headers["webhook-id"] for r in got.got} == {delivery["event_id"]}
+        assert [a["status_code"] for a in delivery["attempts"]] == [204]
+    finally:
+        server.shutdown()
+        server.server_close()

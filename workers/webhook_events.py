@@ -1,0 +1,152 @@
+"""Domain events → the contract's webhook event types and their `data`.
+
+One small table, so what a subscriber receives is decided in one place. The aggregate is
+read as of the event's version, so a replay (or a late fan-out) describes the event as it
+happened, not as things are now. The webhook event id is `projections.formats.event_id` of
+the domain event; the credit warnings derived from a debit get their own ids from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from events.application import Flowledger
+from events.automation_event import AutomationEvent
+from events.credit_account import CreditAccount
+from events.execution import Execution
+from events.organization import Organization
+from events.workflow import Workflow
+from projections.formats import event_id, iso
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One webhook event: what every matching endpoint of the organization receives."""
+
+    id: UUID
+    type: str
+    organization_id: UUID
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+def _execution(app: Flowledger, event: Any, kind: str) -> list[Outgoing]:
+    run: Execution = app.repository.get(event.originator_id, version=event.originator_version)
+    data = {
+        "execution_id": str(run.id),
+        "workflow_id": str(run.workflow_id),
+        "status": run.status,
+        "trigger": run.trigger,
+        "credits_used": run.debited,
+        "duration_ms": run.duration_ms,
+    }
+    if kind == "completed":
+        data["output"] = run.output
+    if run.error is not None:
+        data["error"] = run.error
+    return [
+        Outgoing(event_id(event), f"execution.{kind}", run.organization_id, event.timestamp, data)
+    ]
+
+
+def _workflow(app: Flowledger, event: Any, kind: str) -> list[Outgoing]:
+    workflow: Workflow = app.repository.get(event.originator_id, version=event.originator_version)
+    data: dict[str, Any] = {
+        "workflow_id": str(workflow.id),
+        "name": workflow.definition.get("name"),
+    }
+    if kind == "updated":
+        data["changes"] = event.changes
+    return [
+        Outgoing(
+            event_id(event), f"workflow.{kind}", workflow.organization_id, event.timestamp, data
+        )
+    ]
+
+
+def _granted(app: Flowledger, event: CreditAccount.Granted) -> list[Outgoing]:
+    account: CreditAccount = app.repository.get(
+        event.originator_id, version=event.originator_version
+    )
+    data = {"amount": event.amount, "kind": event.kind, "balance": account.balance}
+    return [
+        Outgoing(event_id(event), "credits.granted", account.organization_id, event.timestamp, data)
+    ]
+
+
+def _spent(app: Flowledger, event: Any) -> list[Outgoing]:
+    """`credits.low_balance` when this debit crossed the threshold, `credits.depleted` at 0."""
+    account: CreditAccount = app.repository.get(
+        event.originator_id, version=event.originator_version
+    )
+    after, before = account.balance, account.balance + event.amount
+    org = app.find(account.organization_id, Organization)
+    threshold = org.settings.get("low_balance_threshold") if org is not None else None
+    data = {"balance": after, "previous_balance": before, "threshold": threshold}
+    found: list[str] = []
+    if threshold is not None and after < threshold <= before:
+        found.append("credits.low_balance")
+    if after == 0 < before:
+        found.append("credits.depleted")
+    base = event_id(event)
+    return [
+        Outgoing(uuid5(base, kind), kind, account.organization_id, event.timestamp, data)
+        for kind in found
+    ]
+
+
+def _received(app: Flowledger, event: AutomationEvent.Received) -> list[Outgoing]:
+    data = {
+        "event_id": str(event.originator_id),
+        "event_type": event.event_type,
+        "event_data": event.event_data,
+        "source": event.source,
+    }
+    return [
+        Outgoing(event_id(event), "event.received", event.organization_id, event.timestamp, data)
+    ]
+
+
+def _as(kind: str, describe: Callable[[Flowledger, Any, str], list[Outgoing]]) -> Mapper:
+    return lambda app, event: describe(app, event, kind)
+
+
+Mapper = Callable[[Flowledger, Any], list[Outgoing]]
+
+MAPPERS: dict[type, Mapper] = {
+    Execution.Started: _as("started", _execution),
+    Execution.Completed: _as("completed", _execution),
+    Execution.Failed: _as("failed", _execution),
+    Execution.TimedOut: _as("timed_out", _execution),
+    Execution.Cancelled: _as("cancelled", _execution),
+    Execution.Rejected: _as("rejected", _execution),
+    Workflow.Registered: _as("created", _workflow),
+    Workflow.Updated: _as("updated", _workflow),
+    CreditAccount.Granted: _granted,
+    CreditAccount.Debited: _spent,
+    CreditAccount.TransferredOut: _spent,
+    AutomationEvent.Received: _received,
+}
+#: The domain events the dispatcher routes to `workers.webhooks.fan_out`.
+ROUTED = tuple(MAPPERS)
+
+
+def outgoing(app: Flowledger, event: Any) -> list[Outgoing]:
+    mapper = MAPPERS.get(type(event))
+    return mapper(app, event) if mapper else []
+
+
+def body(item: Outgoing, tenant_id: str) -> dict[str, Any]:
+    """The contract's delivery body (its key order is the order of the bytes sent)."""
+    return {
+        "id": str(item.id),
+        "event": item.type,
+        "timestamp": iso(item.timestamp),
+        "organization_id": str(item.organization_id),
+        "tenant_id": tenant_id,
+        "data": item.data,
+    }
