@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.conftest import fresh_database
 from tests.e2e.conftest import sign_up
 from tests.support.stack import Stack
 from tests.support.webhook_receiver import Receiver, serve
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with fresh_database("flowledger_e2e") as url:
-        system = Stack(tmp_path_factory.mktemp("stack"), url)
-        try:
-            yield system.start()
-        finally:
-            system.stop()
 
 
 def until(check: Any, timeout: float = 60) -> Any:

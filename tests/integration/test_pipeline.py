@@ -45,19 +45,28 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 @pytest.fixture
 def system(backend: Settings) -> Iterator[Flowledger]:
     """Dispatcher and worker running; the read models are not needed here."""
-    yield from running(backend, with_dispatcher=True)
+    yield from running(backend, with_dispatcher=True, projections=())
 
 
-def running(settings: Settings, *, with_dispatcher: bool) -> Iterator[Flowledger]:
+def running(
+    settings: Settings,
+    *,
+    with_dispatcher: bool,
+    projections: tuple[str, ...] = ("executions",),
+    threads: int = 4,
+) -> Iterator[Flowledger]:
+    """A worker in this process; the dispatcher (or not: every message is then lost) and
+    the named read models."""
     broker = broker_setup.setup(settings)
     import workers.actors  # noqa: F401
     from workers.dispatcher import dispatcher
 
     app = Flowledger(settings)
     context.use(app)
-    followers = [dispatcher(app)] if with_dispatcher else projection_followers(app, ["executions"])
+    followers = [dispatcher(app)] if with_dispatcher else []
+    followers += projection_followers(app, projections) if projections else []
     run_followers(followers)
-    worker = broker_setup.start_embedded_worker(broker, threads=4)
+    worker = broker_setup.start_embedded_worker(broker, threads=threads)
     yield app
     for f in followers:
         f.stop()

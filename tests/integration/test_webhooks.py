@@ -24,12 +24,10 @@ from commands.user import RegisterUser, register_user
 from commands.webhook import CreateEndpoint, create_endpoint
 from events.application import Flowledger
 from events.delivery import Delivery, delivery_id
-from flowledger.processes import projection_followers, run_followers
 from flowledger.settings import Settings
 from projections.formats import event_id
+from tests.integration.test_pipeline import running
 from tests.support.webhook_receiver import Receiver, serve, standard_webhooks_valid
-from workers import broker as broker_setup
-from workers import context
 
 SCALE = 0.01  # 5 s, 30 s, 2 min → 50 ms, 300 ms, 1.2 s
 
@@ -64,21 +62,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 @pytest.fixture
 def system(backend: Settings) -> Iterator[Flowledger]:
     """Dispatcher, the deliveries read model and 8 worker threads."""
-    broker = broker_setup.setup(backend)
-    import workers.actors  # noqa: F401
-    from workers.dispatcher import dispatcher
-
-    app = Flowledger(backend)
-    context.use(app)
-    followers = [dispatcher(app), *projection_followers(app, ["webhook_deliveries"])]
-    run_followers(followers)
-    worker = broker_setup.start_embedded_worker(broker, threads=8)
-    yield app
-    for f in followers:
-        f.stop()
-    worker.stop(timeout=2000)
-    broker.close()
-    app.close()
+    yield from running(
+        backend, with_dispatcher=True, projections=("webhook_deliveries",), threads=8
+    )
 
 
 def organization(app: Flowledger) -> UUID:
