@@ -1,8 +1,9 @@
-"""Every figure of issue 2's ``bench/`` list in one run, each beside its ceiling or target.
+"""Every figure of issues 2 and 3's ``bench/`` lists in one run, beside its ceiling or target.
 
     python -m bench.run                 # full run, a few minutes
-    python -m bench.run --smoke         # tiny counts, ~30 s, asserts nothing about speed
+    python -m bench.run --smoke         # tiny counts, ~35 s, asserts nothing about speed
     python -m bench.run --only ceiling,latency
+    python -m bench.run --only ceiling,webhooks,scheduler,trigger   # issue 3's figures
     python -m bench.run --profile       # also py-spy profiles of the (3) and (2) phases
 
 Needs PostgreSQL (``FLOWLEDGER_BENCH_POSTGRES_URL``, else ``FLOWLEDGER_TEST_POSTGRES_URL``,
@@ -33,10 +34,13 @@ from bench import (
     accepted_executions,
     commit_to_actor,
     completed_executions,
+    event_trigger,
     execute_latency,
     load,
     profiling,
+    scheduler_delay,
     store_ceiling,
+    webhook_deliveries,
     worker_memory,
 )
 from bench.harness import (
@@ -53,8 +57,12 @@ from bench.harness import (
     wait_until,
 )
 
-FIGURES = ("ceiling", "actor", "latency", "completed", "accepted", "memory")
-STACK_FIGURES = frozenset(FIGURES) - {"ceiling"}
+# In the order they run.
+FIGURES = ("ceiling", "actor", "trigger", "latency", "completed", "accepted", "memory",
+           "webhooks", "scheduler")  # fmt: skip
+#: Measured by their standalone modules, each on a database (and processes) of its own.
+STANDALONE_FIGURES = frozenset({"webhooks", "scheduler"})
+STACK_FIGURES = frozenset(FIGURES) - {"ceiling"} - STANDALONE_FIGURES
 
 # Targets of issue 2.
 ACCEPTED_RATIO = 0.6
@@ -62,6 +70,11 @@ COMPLETED_PER_S = 150
 LATENCY_P50_MS, LATENCY_P99_MS = 15, 60
 ACTOR_P50_MS, ACTOR_P99_MS = 10, 50
 RSS_MIB = 150
+# Targets of issue 3.
+WEBHOOKS_PER_S = webhook_deliveries.TARGET_PER_SECOND
+FAN_OUT_S = webhook_deliveries.TARGET_FAN_OUT_S
+SCHEDULER_P99_MS = 1000 * scheduler_delay.TARGET_P99_S
+TRIGGER_P50_MS = 50
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,14 @@ class Sizes:
     accepted_seconds: float
     memory_per_worker: int
     settle_seconds: float
+    trigger_count: int
+    webhook_endpoints: int
+    webhook_events: int
+    scheduler_phases: tuple[tuple[int, float], ...]  # (workflows, seconds)
 
 
-FULL = Sizes(4, 3, 5, 200, 500, 10, 10, 10_000, 2)
-SMOKE = Sizes(0.5, 1, 0.5, 5, 5, 1, 1, 50, 0.2)
+FULL = Sizes(4, 3, 5, 200, 500, 10, 10, 10_000, 2, 100, 20, 100, ((5, 60), (50, 20)))
+SMOKE = Sizes(0.5, 1, 0.5, 5, 5, 1, 1, 50, 0.2, 5, 3, 3, ((3, 2),))
 
 
 def _settle(ctx: Context, names: tuple[str, ...], timeout: float = 120) -> None:
@@ -139,6 +156,9 @@ def stack_phases(ctx: Context, args: argparse.Namespace, sizes: Sizes, only: set
         results["idle"] = commit_to_actor.idle_cost(ctx, sizes.idle_seconds, baseline)
         results["actor"] = commit_to_actor.measure(ctx, sizes.actor_count)
         _settle(ctx, everything)
+    if "trigger" in only:
+        results["trigger"] = event_trigger.measure(ctx, sizes.trigger_count)
+        _settle(ctx, everything)
     if "latency" in only:
         with profiling.profiled(ctx.stack, "latency", outdir, args.profile) as profile:
             results["latency"] = execute_latency.measure(ctx, sizes.latency_count, clients=1)
@@ -175,6 +195,29 @@ def stack_phases(ctx: Context, args: argparse.Namespace, sizes: Sizes, only: set
             results["profile_accepted"] = profile
     if "memory" in only:
         results["memory"] = worker_memory.measure(ctx, sizes.memory_per_worker, args.connections)
+
+
+def run_standalone(sizes: Sizes, only: set[str], results: dict[str, Any]) -> None:
+    """Issue 3's webhook and scheduler figures, by their standalone modules' own functions,
+    after the stack is gone (each makes a database of its own and drops it)."""
+    if "webhooks" in only:
+        print("webhooks: deliveries/s with 2 worker processes, then fan-out to 50", flush=True)
+        results["webhooks"] = webhook_deliveries.run(sizes.webhook_endpoints, sizes.webhook_events)
+    if "scheduler" in only:
+        phases = ", ".join(f"{w} x {s:g} s" for w, s in sizes.scheduler_phases)
+        print(f"scheduler: firing delay, workflows x seconds: {phases}", flush=True)
+        with scheduler_delay.database("postgres") as settings:
+            from events.application import Flowledger
+
+            app = Flowledger(settings)
+            try:
+                results["scheduler"] = [
+                    scheduler_delay.phase(app, workflows, seconds)
+                    for workflows, seconds in sizes.scheduler_phases
+                ]
+            finally:
+                app.close()
+                app.db.close()
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -312,6 +355,43 @@ def rows(results: dict[str, Any], smoke: bool) -> list[tuple[str, str, str, str,
             + " MiB",
             _verdict(m["max_rss_mib"] <= RSS_MIB, smoke),
         ))  # fmt: skip
+    if "webhooks" in results:
+        w = results["webhooks"]
+        out.append((
+            "(7) webhook deliveries/s, 2 worker processes",
+            f"{_n(w['deliveries_per_second'])}/s",
+            f">= {WEBHOOKS_PER_S}/s",
+            f"{w['deliveries']:,} deliveries (endpoints x credits.granted events) to a local"
+            " receiver",
+            _verdict(w["deliveries_per_second"] >= WEBHOOKS_PER_S, smoke),
+        ))  # fmt: skip
+        out.append((
+            "(8) fan-out of one event to 50 endpoints",
+            f"{_n(w['fan_out_50_s'], 3)} s",
+            f"all within {_n(FAN_OUT_S, 0)} s",
+            "grant saved -> the 50th POST received",
+            _verdict(w["fan_out_50_s"] <= FAN_OUT_S, smoke),
+        ))  # fmt: skip
+    for phase in results.get("scheduler", []):
+        out.append((
+            f"(9) scheduler firing delay, {phase['workflows']} workflows",
+            f"p50 {_n(phase['p50_ms'], 1)} ms, p99 {_n(phase['p99_ms'], 1)} ms",
+            f"p99 <= {_n(SCHEDULER_P99_MS)} ms",
+            f"slot -> run saved; {phase['slots_fired']} slots in {phase['seconds']:g} s, "
+            f"{phase['slots_missed']} missed, max {_n(phase['max_ms'], 1)} ms",
+            _verdict(phase["p99_ms"] <= SCHEDULER_P99_MS and not phase["slots_missed"], smoke),
+        ))  # fmt: skip
+    if "trigger" in results:
+        t = results["trigger"]["event_to_started"]
+        post = results["trigger"]["post_round_trip"]
+        out.append((
+            "(10) event -> triggered execution started",
+            f"p50 {_n(t['p50_ms'], 1)} ms, p99 {_n(t['p99_ms'], 1)} ms",
+            f"p50 <= {TRIGGER_P50_MS} ms",
+            f"{t['n']} POST /events, one per 50-100 ms; POST p50 {_n(post['p50_ms'], 1)}"
+            f" / p99 {_n(post['p99_ms'], 1)} ms",
+            _verdict(t["p50_ms"] <= TRIGGER_P50_MS, smoke),
+        ))  # fmt: skip
     return out
 
 
@@ -358,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown figures {sorted(unknown)}; choose from {', '.join(FIGURES)}")
     sizes = SMOKE if args.smoke else FULL
+    from flowledger import logs
+
+    logs.configure("console", "warning")  # this process's own lines (the figures run some here)
     load.PREFERRED = args.load_generator
     if args.profile and not profiling.available():
         print("note: py-spy is not installed; --profile ignored", file=sys.stderr)
@@ -395,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if only & STACK_FIGURES:
             run_stack(args, sizes, only, outdir, results)
+        run_standalone(sizes, only, results)
     finally:
         results["run"]["seconds"] = round(time.monotonic() - started, 1)
         text = json.dumps(results, indent=2, default=str)

@@ -95,6 +95,16 @@ def _wait(got: Receiver, count: int, timeout: float) -> float:
     return got.ok[count - 1].at
 
 
+def _forget_queues(settings: Settings) -> None:
+    """Delete the run's Redis keys (its broker namespace is its own)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url or "")
+    keys = list(client.scan_iter(f"{settings.broker_namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 def run(endpoints: int, events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, fresh_database("webhooks") as url:
         settings = Settings(
@@ -142,6 +152,7 @@ def run(endpoints: int, events: int) -> dict[str, Any]:
             workers.wait(timeout=30)
             server.shutdown()
             app.close()
+            _forget_queues(settings)
         return {
             "deliveries": endpoints * events,
             "deliveries_per_second": round(per_second, 1),
