@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import falcon
 
 from api import shapes
-from api.middleware import body, page_params
+from api.middleware import body, choice_param, page_params
 from commands.credits import TransferCredits, account_of, transfer_credits
 from projections.credits import list_transactions
 
@@ -35,9 +35,7 @@ class Transactions(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit, offset = page_params(req)
-        kind = req.get_param("type")
-        if kind is not None and kind not in TYPES:
-            raise falcon.HTTPInvalidParam(f"one of {', '.join(TYPES)}", "type")
+        kind = choice_param(req, "type", TYPES)
         org_id = req.context.principal.org_id
         items, total = list_transactions(
             self.deps.db, org_id, type=kind, limit=limit, offset=offset

@@ -18,7 +18,7 @@ import falcon
 
 from api import shapes
 from api.errors import ApiError
-from api.middleware import body, page_params
+from api.middleware import body, choice_param, page_params
 from commands.credits import account_of
 from commands.execution import (
     Execute,
@@ -139,9 +139,7 @@ class Collection(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit, offset = page_params(req)
-        status = req.get_param("status")
-        if status is not None and status not in STATUSES:
-            raise falcon.HTTPInvalidParam(f"one of {', '.join(STATUSES)}", "status")
+        status = choice_param(req, "status", STATUSES)
         filters: dict[str, Any] = {
             "workflow_id": req.get_param_as_uuid("workflow_id"),
             "status": status,

@@ -11,6 +11,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import falcon
@@ -93,6 +94,14 @@ def body(req: falcon.Request, model: type[M]) -> M:
     """The parsed body as `model` (pydantic errors become 422 in api/errors.py)."""
     data = req.context.json
     return model.model_validate({} if data is None else data)
+
+
+def choice_param(req: falcon.Request, name: str, choices: Sequence[str]) -> str | None:
+    """An optional query parameter that must be one of `choices` (else 400)."""
+    value = req.get_param(name)
+    if value is not None and value not in choices:
+        raise falcon.HTTPInvalidParam(f"one of {', '.join(choices)}", name)
+    return value
 
 
 def page_params(req: falcon.Request) -> tuple[int, int]:

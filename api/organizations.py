@@ -12,7 +12,7 @@ from uuid import UUID
 import falcon
 
 from api import shapes
-from api.middleware import body, page_params
+from api.middleware import body, choice_param, page_params
 from commands.credits import GrantCredits, account_of, grant_credits
 from commands.organization import (
     AddMember,
@@ -127,9 +127,7 @@ class Usage(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, org_id: UUID) -> None:
         limit, offset = page_params(req)
-        status = req.get_param("status")
-        if status is not None and status not in STATUSES:
-            raise falcon.HTTPInvalidParam(f"one of {', '.join(STATUSES)}", "status")
+        status = choice_param(req, "status", STATUSES)
         logs, total = usage_logs(self.deps.db, org_id, status=status, limit=limit, offset=offset)
         balance = account_of(self.deps.app, org_id).balance
         resp.media = {"usage_logs": logs, "total": total, "credits_remaining": balance,

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import falcon
 
-from api.middleware import body, page_params
+from api.middleware import body, choice_param, page_params
 from api.shapes import page, ts
 from commands.base import Command
 from commands.webhook import (
@@ -134,9 +134,7 @@ class RecoverSince(Resource):
 class Deliveries(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit, offset = page_params(req)
-        status = req.get_param("status")
-        if status is not None and status not in STATUSES:
-            raise falcon.HTTPBadRequest(description=f"status must be one of {', '.join(STATUSES)}")
+        status = choice_param(req, "status", STATUSES)
         filters: dict[str, Any] = {
             "endpoint_id": req.get_param_as_uuid("endpoint_id"),
             "status": status,

@@ -18,7 +18,7 @@ from commands.base import Command, retry_on_conflict, serialised
 from commands.credits import account_of
 from commands.workflow import workflow_of
 from events.application import Flowledger
-from events.errors import Conflict, ExecutionFinished, InvalidInput, NotFound
+from events.errors import Conflict, ExecutionFinished, InvalidInput
 from events.execution import Execution
 from events.ids import credit_account_id
 from events.workflow import Workflow
@@ -124,10 +124,7 @@ def queue_execution(
 
 
 def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution:
-    execution = app.find(execution_id, Execution)
-    if execution is None or execution.organization_id != org_id:
-        raise NotFound("execution not found", execution_id=str(execution_id))
-    return execution
+    return app.owned(execution_id, Execution, org_id, "execution")
 
 
 @retry_on_conflict()

@@ -16,7 +16,6 @@ from pydantic import Field, field_validator
 from commands.base import Command, retry_on_conflict
 from events.application import Flowledger
 from events.delivery import Delivery, delivery_id
-from events.errors import NotFound
 from events.webhook_endpoint import WebhookEndpoint, WebhookSubscriptions, subscriptions_id
 
 log = structlog.get_logger()
@@ -87,10 +86,7 @@ def new_secret() -> str:
 
 def endpoint_of(app: Flowledger, org_id: UUID, endpoint_id: UUID) -> WebhookEndpoint:
     """An endpoint of this organization that is not archived (others are not found)."""
-    endpoint = app.find(endpoint_id, WebhookEndpoint)
-    if endpoint is None or endpoint.organization_id != org_id or endpoint.archived:
-        raise NotFound("webhook endpoint not found", endpoint_id=str(endpoint_id))
-    return endpoint
+    return app.owned(endpoint_id, WebhookEndpoint, org_id, "webhook endpoint")
 
 
 @retry_on_conflict()
@@ -251,9 +247,7 @@ def note_endpoint_outcome(
 @retry_on_conflict()
 def request_redelivery(app: Flowledger, org_id: UUID, delivery_id: UUID) -> Delivery:
     """A new round of attempts for a delivery of this organization."""
-    delivery = app.find(delivery_id, Delivery)
-    if delivery is None or delivery.organization_id != org_id:
-        raise NotFound("delivery not found", delivery_id=str(delivery_id))
+    delivery = app.owned(delivery_id, Delivery, org_id, "delivery")
     delivery.request_redelivery()
     app.save(delivery)
     return delivery

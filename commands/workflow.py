@@ -173,12 +173,7 @@ def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> W
 
 def workflow_of(app: Flowledger, org_id: UUID, workflow_id: UUID) -> Workflow:
     """A workflow of this organization that is not archived (others are not found)."""
-    workflow = app.find(workflow_id, Workflow)
-    if workflow is None or workflow.organization_id != org_id or workflow.archived:
-        from events.errors import NotFound
-
-        raise NotFound("workflow not found", workflow_id=str(workflow_id))
-    return workflow
+    return app.owned(workflow_id, Workflow, org_id, "workflow")
 
 
 @retry_on_conflict()

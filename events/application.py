@@ -80,6 +80,14 @@ class Flowledger(Application[UUID]):
                     self._claims[claim_id] = found
         return found
 
+    def owned(self, aggregate_id: UUID, kind: type[A], org_id: UUID, what: str) -> A:
+        """An aggregate of this organization that is not archived; any other (another
+        tenant's included) is not found, so ids of other tenants reveal nothing."""
+        found: Any = self.find(aggregate_id, kind)
+        if found is None or found.organization_id != org_id or getattr(found, "archived", False):
+            raise NotFound(f"{what} not found", **{f"{what.split()[-1]}_id": str(aggregate_id)})
+        return found
+
     def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         try:
             found: Any = self.repository.get(aggregate_id)
