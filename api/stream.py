@@ -20,12 +20,13 @@ from eventsourcing.persistence import ConnectionPoolClosedError
 
 from api.executions import sse
 from events.application import Flowledger
+from projections.runner import topic_of
 from workers.webhook_events import MAPPERS, body, outgoing
 
 if TYPE_CHECKING:
     from api.app import Deps
 
-TOPICS = sorted(f"{c.__module__}:{c.__qualname__}" for c in MAPPERS)
+TOPICS = sorted(topic_of(c) for c in MAPPERS)
 HEARTBEAT = 15.0
 MAX_SECONDS = 3600.0  # clients reconnect with Last-Event-ID
 MIN_PAUSE, MAX_PAUSE = 0.02, 0.5

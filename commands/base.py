@@ -8,7 +8,7 @@ import hmac
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 from uuid import UUID
 
 import structlog
@@ -22,22 +22,6 @@ log = structlog.get_logger()
 
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Actor(BaseModel):
-    """Who issued a command: a user, an API key, an operator, n8n or the system."""
-
-    model_config = ConfigDict(frozen=True)
-    kind: str  # user | api_key | system
-    id: UUID | None = None
-    email: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.id}" if self.id else self.kind
-
-
-SYSTEM = Actor(kind="system")
 
 
 def retry_on_conflict(attempts: int = 20) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -85,7 +69,3 @@ def sha256_hex(value: str) -> str:
 def callback_token(key: str, execution_id: UUID) -> str:
     """The per-execution token n8n uses to call back; derived, so it is never stored."""
     return hmac.new(key.encode(), f"callback:{execution_id}".encode(), hashlib.sha256).hexdigest()
-
-
-def with_details(**details: Any) -> dict[str, Any]:
-    return {k: v for k, v in details.items() if v is not None}

@@ -94,8 +94,3 @@ class Flowledger(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, kind) else None
-
-
-def position_of(recordings: list[Recording[UUID]]) -> int:
-    """The notification id of the last event a save recorded (for read-your-writes)."""
-    return max((r.notification.id for r in recordings), default=0)

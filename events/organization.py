@@ -72,10 +72,6 @@ class Organization(Aggregate):
     def _api_key_revoked(self, key_id: UUID) -> None:
         self.api_keys[str(key_id)]["revoked"] = True
 
-    def api_key_is_live(self, key_id: UUID) -> bool:
-        key = self.api_keys.get(str(key_id))
-        return bool(key) and not key["revoked"]  # type: ignore[index]
-
     @event("SecretRotated")
     def rotate_secret(self, client_secret: dict[str, str]) -> None:
         self.client_secret = client_secret

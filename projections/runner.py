@@ -56,7 +56,7 @@ class Projection:
         for value in cls.__dict__.values():
             for event_class in getattr(value, "_handles", ()):
                 cls.handlers[event_class] = value
-        cls.topics = frozenset(_topic(c) for c in cls.handlers)
+        cls.topics = frozenset(topic_of(c) for c in cls.handlers)
 
     topics: ClassVar[frozenset[str]] = frozenset()
 
@@ -75,7 +75,8 @@ def handles(*event_classes: type) -> Callable[[Callable[..., None]], Callable[..
     return mark
 
 
-def _topic(cls: type) -> str:
+def topic_of(cls: type) -> str:
+    """The topic the library stores an event class under (what SQL filters match)."""
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
@@ -192,7 +193,7 @@ class Follower:
 
     def _wait_in_process(self, timeout: float) -> None:
         with self.app.saved:
-            if self.app.last_saved_position <= position(self.db, self.name):
+            if self.app.last_saved_position <= (self._position or 0):
                 self.app.saved.wait(timeout)
 
 

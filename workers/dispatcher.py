@@ -19,7 +19,7 @@ from events.automation_event import AutomationEvent
 from events.execution import Execution
 from flowledger import failpoints
 from projections.formats import event_id
-from projections.runner import Follower, Item, record_position
+from projections.runner import Follower, Item, record_position, topic_of
 from workers import automation_events as automation_event_actors
 from workers import execution as execution_actors
 from workers import webhook_events, webhooks
@@ -89,7 +89,7 @@ def sends_for(item: Item) -> list[Send]:
 
 def dispatcher(app: Flowledger) -> Follower:
     """A follower that sends each routed event's messages, then records its position."""
-    topics = frozenset(f"{c.__module__}:{c.__qualname__}" for c in ROUTES)
+    topics = frozenset(topic_of(c) for c in ROUTES)
 
     def handle(items: list[Item], last: int) -> None:
         for item in items:
