@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tests.e2e.conftest import sign_up
 from tests.support.stack import Stack
+from tests.support.waiting import until
 from tests.support.webhook_receiver import Receiver, serve
-
-
-def until(check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_worker_killed_mid_delivery_still_delivers(stack: Stack) -> None:
@@ -39,7 +29,7 @@ def test_worker_killed_mid_delivery_still_delivers(stack: Stack) -> None:
             items = tenant.api.get("/webhooks/deliveries").json()["items"]
             return items if items and items[0]["status"] == "succeeded" else None
 
-        [delivery] = until(succeeded)
+        [delivery] = until(succeeded, timeout=60)
         assert len(got.arrived) >= 2  # the requeued message POSTed again
         assert {r.headers["webhook-id"] for r in got.got} == {delivery["event_id"]}
         assert [a["status_code"] for a in delivery["attempts"]] == [204]

@@ -24,6 +24,7 @@ from events.application import Flowledger
 from flowledger.processes import run_followers
 from tests.conftest import fresh_database
 from tests.support.fake_n8n import FakeN8n
+from tests.support.waiting import until
 from tests.unit.test_api_harness import Harness, assert_error, dumps, fast_passwords
 from workers import broker as broker_setup
 from workers import context
@@ -94,16 +95,6 @@ def events(api: Harness, org: dict[str, Any], query: str = "") -> dict[str, Any]
     result = api.call("GET", f"/api/v1/events{query}", org["token"])
     assert result.status_code == 200, result.text
     return result.json
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 # -- n8n's signed events ------------------------------------------------------------------------
@@ -220,7 +211,7 @@ def test_matching_event_triggers_run_their_workflows_and_charge_credits(
         [item] = events(api, acme)["items"]
         return item if item["processed"] and len(item["execution_ids"]) == 2 else None
 
-    item = wait_until(processed)
+    item = until(processed)
     assert sorted(item["workflow_ids"]) == sorted([hot, any_lead])
     for execution_id in item["execution_ids"]:
 
@@ -229,7 +220,7 @@ def test_matching_event_triggers_run_their_workflows_and_charge_credits(
             found = api.call("GET", f"/api/v1/executions/{execution_id}", token).json
             return found if found["status"] == "completed" else None
 
-        execution = wait_until(finished)
+        execution = until(finished)
         assert execution["trigger"] == "event" and execution["input"] == data
         assert execution["metadata"]["event_id"] == result.json["id"]
     assert len(n8n.requests_for("/webhook/sync")) == 2

@@ -12,6 +12,7 @@ from commands.user import RegisterUser, register_user
 from events.application import Flowledger
 from flowledger.settings import Settings
 from projections.runner import Follower, Item, position, record_position
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -44,13 +45,6 @@ def _register(app: Flowledger, n: int, tag: str) -> int:
     return int(app.recorder.max_notification_id() or 0)
 
 
-def _until(condition, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_standby_takes_over_without_processing_twice(app: Flowledger) -> None:
     name = f"standby-{time.monotonic_ns()}"
     first, second = Copy(app, name), Copy(app, name)
@@ -58,14 +52,14 @@ def test_standby_takes_over_without_processing_twice(app: Flowledger) -> None:
     assert first.follower.active.wait(10)
     second.thread.start()
     top = _register(app, 3, f"{name}-a")
-    _until(lambda: position(app.db, name) >= top)
+    until(lambda: position(app.db, name) >= top)
     assert second.seen == [] and not second.follower.active.is_set()  # standby
 
     first.follower.stop()
     first.thread.join(timeout=5)
     assert second.follower.active.wait(10)
     top = _register(app, 3, f"{name}-b")
-    _until(lambda: position(app.db, name) >= top)
+    until(lambda: position(app.db, name) >= top)
     assert second.seen and min(second.seen) > max(first.seen)  # took over where it stopped
     second.follower.stop()
     second.thread.join(timeout=5)

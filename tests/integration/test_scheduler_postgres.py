@@ -17,6 +17,7 @@ import pytest
 from events.application import Flowledger
 from flowledger.settings import Settings
 from tests.conftest import fresh_database
+from tests.support.waiting import until
 from tests.unit.test_projections import new_org
 from tests.unit.test_scheduler import (
     Clock,
@@ -100,13 +101,6 @@ def test_two_copies_ticking_at_the_same_instant_queue_one_run_per_slot(
     assert slots(app, workflow_id) == [utc(2027, 1, 10, 9, m) for m in range(6)]
 
 
-def _until(condition, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_one_copy_is_active_and_the_standby_takes_over_without_a_gap(
     app: Flowledger, other: Flowledger
 ) -> None:
@@ -123,7 +117,7 @@ def test_one_copy_is_active_and_the_standby_takes_over_without_a_gap(
     threads[0].join(timeout=10)
     stopped_at = datetime.now(UTC)
     assert second.active.wait(10)
-    _until(lambda: any(s > stopped_at + timedelta(seconds=1) for s in slots(app, workflow_id)))
+    until(lambda: any(s > stopped_at + timedelta(seconds=1) for s in slots(app, workflow_id)))
     second.stop()
     threads[1].join(timeout=10)
 

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -27,6 +27,7 @@ from events.delivery import Delivery, delivery_id
 from flowledger.settings import Settings
 from projections.formats import event_id
 from tests.integration.test_pipeline import running
+from tests.support.waiting import until
 from tests.support.webhook_receiver import Receiver, serve, standard_webhooks_valid
 
 SCALE = 0.01  # 5 s, 30 s, 2 min → 50 ms, 300 ms, 1.2 s
@@ -87,16 +88,6 @@ def grant(app: Flowledger, org_id: UUID, amount: int = 5) -> UUID:
     account, _ = grant_credits(app, org_id, GrantCredits(amount=amount))
     [last] = app.events.get(account.id, desc=True, limit=1)
     return event_id(last)
-
-
-def until(check: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def delivery(app: Flowledger, endpoint_id: UUID, webhook_id: UUID) -> Delivery:

@@ -1,4 +1,4 @@
-"""The API on an embedded app (temp SQLite, projections in threads), and a first tenant."""
+"""An embedded application (temp SQLite, no servers); the API around one, and a first tenant."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from typing import Any
 
 import pytest
 
+from events.application import Flowledger
+from flowledger.settings import Settings
 from tests.unit.test_api_harness import Harness, fast_passwords
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flowledger]:
+    """The application on a SQLite file of its own, closed after the test."""
+    application = Flowledger(Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path))
+    yield application
+    application.close()
+    application.db.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -16,13 +15,6 @@ from commands.user import RegisterUser, register_user
 from commands.workflow import RegisterWorkflow, register_workflow
 from events.application import Flowledger
 from events.execution import Execution
-from flowledger.settings import Settings
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Flowledger:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
-    return Flowledger(settings)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -28,13 +27,6 @@ from commands.user import RegisterUser, register_user
 from commands.workflow import RegisterWorkflow, register_workflow
 from events.application import Flowledger
 from events.errors import Conflict, ExecutionFinished, InsufficientCredits, InvalidInput, NotFound
-from flowledger.settings import Settings
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Flowledger:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path)
-    return Flowledger(settings)
 
 
 def _org(app: Flowledger, tenant: str = "acme", plan: str = "starter"):

@@ -8,10 +8,8 @@ runs these same tests against PostgreSQL by overriding the `app` fixture.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -37,7 +35,6 @@ from commands.workflow import (
     update_workflow,
 )
 from events.application import Flowledger
-from flowledger.settings import Settings
 from projections import all_projections
 from projections.credits import balance, list_transactions
 from projections.executions import execution_version, get_execution, list_executions, usage_logs
@@ -63,15 +60,6 @@ TRANSACTION_KEYS = [
     "id", "type", "amount", "balance_after", "execution_id", "description", "created_at",
 ]  # fmt: skip
 RFC3339_MS = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flowledger]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/x.db", var_dir=tmp_path)
-    application = Flowledger(settings)
-    yield application
-    application.close()
-    application.db.close()
 
 
 @dataclass(frozen=True)

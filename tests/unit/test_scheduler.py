@@ -7,35 +7,21 @@ workflows read model is caught up by hand, the clock is a plain object the test 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from commands.workflow import archive_workflow, set_workflow_active
 from events.application import Flowledger
 from events.execution import Execution
-from flowledger.settings import Settings
-from projections.runner import projection_follower
+from projections.runner import projection_follower, topic_of
 from projections.workflows import WorkflowsProjection
 from tests.unit.test_projections import Org, new_org, new_workflow
 from workers.scheduler import Scheduler, latest_slot, next_slot, slot_key, slots_between
 
 PARIS = ZoneInfo("Europe/Paris")
-QUEUED = f"{Execution.Queued.__module__}:{Execution.Queued.__qualname__}"
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flowledger]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/x.db", var_dir=tmp_path)
-    application = Flowledger(settings)
-    yield application
-    application.close()
-    application.db.close()
+QUEUED = topic_of(Execution.Queued)
 
 
 class Clock:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from uuid import UUID, uuid4
-
-import pytest
 
 from commands.credits import account_of
 from commands.organization import CreateOrganization, create_organization
@@ -15,13 +11,6 @@ from events.application import Flowledger
 from flowledger.settings import Settings
 from workers import broker
 from workers.webhook_events import body, outgoing
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flowledger]:
-    application = Flowledger(Settings(database_url=f"sqlite:///{tmp_path}/es.db", var_dir=tmp_path))
-    yield application
-    application.close()
 
 
 def organization(app: Flowledger) -> UUID:
