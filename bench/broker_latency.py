@@ -43,6 +43,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from bench.harness import cpu_seconds, tree
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 QUEUE = "bench"
@@ -120,25 +122,6 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _tree(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid, *(p for k in kids for p in _tree(int(k)))]
-
-
 def _counters(r: redis.Redis) -> tuple[float, int, int]:
     stats = r.info("stats")
     evalsha = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
@@ -149,9 +132,9 @@ def measure_idle(
     r: redis.Redis, seconds: float, pids: list[int], baseline: float = 0.0
 ) -> tuple[float, float, float]:
     """(commands/s less baseline, EVALSHA/s, CPU % of one core) over ``seconds``."""
-    cpu0, (t0, c0, e0) = _cpu_seconds(pids), _counters(r)
+    cpu0, (t0, c0, e0) = cpu_seconds(pids), _counters(r)
     time.sleep(seconds)
-    cpu1, (t1, c1, e1) = _cpu_seconds(pids), _counters(r)
+    cpu1, (t1, c1, e1) = cpu_seconds(pids), _counters(r)
     dt = t1 - t0
     return (c1 - c0) / dt - baseline, (e1 - e0) / dt, 100 * (cpu1 - cpu0) / dt
 
@@ -236,7 +219,7 @@ class WorkerProc:
         )
 
     def pids(self) -> list[int]:
-        return _tree(self.proc.pid)
+        return tree(self.proc.pid)
 
     def kill9(self) -> None:
         for pid in reversed(self.pids()):
@@ -334,9 +317,9 @@ def run_stub(a: argparse.Namespace, threads: int) -> Row:
         got = wait(list(sent))
         row.lone = [got[s] - sent[s] for s in sent]
         time.sleep(a.settle)
-        cpu0, t0 = _cpu_seconds([os.getpid()]), time.monotonic()
+        cpu0, t0 = cpu_seconds([os.getpid()]), time.monotonic()
         time.sleep(a.idle_seconds)
-        row.idle_cpu = 100 * (_cpu_seconds([os.getpid()]) - cpu0) / (time.monotonic() - t0)
+        row.idle_cpu = 100 * (cpu_seconds([os.getpid()]) - cpu0) / (time.monotonic() - t0)
         row.idle_cmds = row.idle_evalsha = 0.0
         sent = send_burst(actor.send, a.load, 100_000)
         got = wait(list(sent))
