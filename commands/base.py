@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import random
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 from uuid import UUID
@@ -28,7 +30,9 @@ def retry_on_conflict(attempts: int = 20) -> Callable[[Callable[P, R]], Callable
     """Re-run a handler whose save lost an optimistic-concurrency race.
 
     The handler reloads the aggregates and re-checks its rules each time, so two concurrent
-    debits can never spend the same credit: the loser sees the new balance.
+    debits can never spend the same credit: the loser sees the new balance. Between attempts
+    it sleeps a random, growing while (full jitter, capped at 50 ms): without it two processes
+    hammering one aggregate can keep colliding until one runs out of attempts.
     """
 
     def decorate(handler: Callable[P, R]) -> Callable[P, R]:
@@ -41,6 +45,7 @@ def retry_on_conflict(attempts: int = 20) -> Callable[[Callable[P, R]], Callable
                     if attempt == attempts:
                         raise
                     log.debug("command.conflict_retry", handler=handler.__name__, attempt=attempt)
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
             raise AssertionError("unreachable")
 
         return wrapper
