@@ -19,14 +19,20 @@ import falcon
 import falcon.media
 
 from api import (
+    analytics,
+    audit,
     auth_routes,
     automation_events,
     credits,
+    docs,
     errors,
     executions,
     health,
     inbound,
     internal,
+    keys,
+    metrics,
+    monitoring,
     organizations,
     stream,
     webhooks,
@@ -67,7 +73,7 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.nonces = NonceStore(self.redis)
-        self.limits = Counter(self.redis)
+        self.limits = Counter(self.redis, self.settings.broker_namespace)
         self.idempotency = IdempotencyStore(self.db, self.settings.master_key_bytes)
 
     @classmethod
@@ -106,7 +112,9 @@ def _json_handler() -> falcon.media.JSONHandler:
 
 
 def create_app(deps: Deps) -> falcon.App:
+    http_metrics, metrics_resource = metrics.install(deps)  # first, so it times all
     middleware: list[Any] = [
+        http_metrics,
         RequestId(),
         ReadBody(),
         Authenticate(deps),
@@ -123,12 +131,14 @@ def create_app(deps: Deps) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     health.add_routes(app, deps)
-    for area in (auth_routes, organizations, credits, workflows, executions, internal):
+    docs.add_routes(app, deps)  # /openapi.json and /docs (api/openapi.py lists every route)
+    areas = (
+        auth_routes, organizations, credits, workflows, executions, internal,
+        automation_events, inbound, stream, webhooks, keys, audit, monitoring, analytics,
+    )  # fmt: skip
+    for area in areas:
         area.add_routes(app, deps, PREFIX)
-    for area in (automation_events, inbound, stream):
-        area.add_routes(app, deps, PREFIX)
-    for area in (webhooks,):
-        area.add_routes(app, deps, PREFIX)
+    metrics.add_routes(app, metrics_resource)
     return app
 
 
@@ -140,4 +150,5 @@ def get_app() -> falcon.App:
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
     setup(settings)
+    metrics.use_multiprocess(settings.metrics_path)  # gunicorn: counters shared by workers
     return create_app(Deps.from_settings(settings))

@@ -7,7 +7,8 @@ Resources declare what each method needs in a class attribute, e.g.
 
 Needs: `public` (nobody), `internal` (the resource checks n8n's tokens itself), `user` (a
 logged-in user, no organization), `operator` (a platform operator), `member`, `admin`,
-`owner` (a role in the organization; API keys count as members; auditors only read).
+`owner` (a role in the organization; API keys count as members; auditors only read),
+`audit` (owners, admins and auditors only: not members, not API keys).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 SIGNATURE_WINDOW = 300
 RANK = {"auditor": 1, "member": 1, "api_key": 1, "admin": 2, "owner": 3}
 READS = frozenset({"GET", "HEAD"})
+# The need `audit` (the audit surface): owners, admins and auditors, reads only.
+AUDIT_ROLES = frozenset({"owner", "admin", "auditor"})
 
 
 @dataclass
@@ -76,6 +79,8 @@ class Principal:
 def allows(role: str | None, need: str, method: str) -> bool:
     if role is None:
         return False
+    if need == "audit":
+        return role in AUDIT_ROLES and method in READS
     if role == "auditor" and method not in READS:
         return False
     return RANK.get(role, 0) >= RANK.get(need, 99)

@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import shapes
 from api.auth import verify_signature
-from api.executions import _when
-from api.middleware import body, page_params
+from api.middleware import body, page_params, timestamp_param
 from commands.automation_event import EVENT_TYPE, RecordEvent, record_event
 from commands.organization import organization_by_tenant
 from events.automation_event import AutomationEvent
@@ -66,8 +65,8 @@ class Collection:
         filters: dict[str, Any] = {
             "event_type": req.get_param("event_type"),
             "processed": req.get_param_as_bool("processed"),
-            "from_": _when(req, "from"),
-            "to": _when(req, "to"),
+            "from_": timestamp_param(req, "from"),
+            "to": timestamp_param(req, "to"),
         }
         org_id = req.context.principal.org_id
         items, total = list_events(self.deps.db, org_id, **filters, limit=limit, offset=offset)

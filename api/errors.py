@@ -31,6 +31,7 @@ STATUS_OF_CODE = {
     "CONFLICT": 409,
     "IDEMPOTENCY_KEY_REUSED": 409,
     "EXECUTION_FINISHED": 409,
+    "KEY_DELETED": 410,  # a shredded secret is gone for good
     "VALIDATION_ERROR": 422,
 }
 CODE_OF_STATUS = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -18,7 +17,7 @@ import falcon
 
 from api import shapes
 from api.errors import ApiError
-from api.middleware import body, choice_param, page_params
+from api.middleware import body, choice_param, page_params, timestamp_param
 from commands.credits import account_of
 from commands.execution import (
     Execute,
@@ -28,14 +27,13 @@ from commands.execution import (
     queue_execution,
     retry_execution,
 )
-from events.execution import TERMINAL, Execution
+from events.execution import STATUSES, Execution
 from projections.executions import get_execution, list_executions
 
 if TYPE_CHECKING:
     from api.app import Deps
     from api.auth import Principal
 
-STATUSES = ("queued", "running", *sorted(TERMINAL))
 STREAM_POLL = 0.05
 HEARTBEAT = 15.0
 
@@ -123,17 +121,6 @@ class ExecuteResource(Resource):
         resp.media = run_sync(self.deps, req.context.principal, cmd.workflow_id, run)
 
 
-def _when(req: falcon.Request, name: str) -> datetime | None:
-    value = req.get_param(name)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
-    except ValueError:
-        raise falcon.HTTPInvalidParam("an RFC 3339 timestamp", name) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class Collection(Resource):
     auth = {"GET": "member"}
 
@@ -143,8 +130,8 @@ class Collection(Resource):
         filters: dict[str, Any] = {
             "workflow_id": req.get_param_as_uuid("workflow_id"),
             "status": status,
-            "from_": _when(req, "from"),
-            "to": _when(req, "to"),
+            "from_": timestamp_param(req, "from"),
+            "to": timestamp_param(req, "to"),
         }
         org_id = req.context.principal.org_id
         items, total = list_executions(self.deps.db, org_id, **filters, limit=limit, offset=offset)

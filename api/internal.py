@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     from api.app import Deps
 
 
-def authorize(deps: Deps, req: falcon.Request) -> None:
+def has_internal_secret(deps: Deps, req: falcon.Request) -> bool:
+    """`X-N8N-Internal-Auth` matches the configured internal secret (none configured: no)."""
     secret, given = deps.settings.internal_secret, req.get_header("X-N8N-Internal-Auth")
-    if secret and given and hmac.compare_digest(given.encode(), secret.encode()):
+    return bool(secret and given and hmac.compare_digest(given.encode(), secret.encode()))
+
+
+def authorize(deps: Deps, req: falcon.Request) -> None:
+    if has_internal_secret(deps, req):
         return
     token = req.get_header("X-Callback-Token") or ""
     data = req.context.json if isinstance(req.context.json, dict) else {}

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import falcon
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from api.errors import ApiError
 
 MAX_BODY = 1024 * 1024
+MAX_OFFSET = 2**31 - 1  # past this a database integer overflows (a 500 before)
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 M = TypeVar("M", bound=BaseModel)
 log = structlog.get_logger()
@@ -106,5 +108,17 @@ def choice_param(req: falcon.Request, name: str, choices: Sequence[str]) -> str 
 
 def page_params(req: falcon.Request) -> tuple[int, int]:
     limit = req.get_param_as_int("limit", min_value=1, max_value=200, default=50)
-    offset = req.get_param_as_int("offset", min_value=0, default=0)
+    offset = req.get_param_as_int("offset", min_value=0, max_value=MAX_OFFSET, default=0)
     return limit, offset
+
+
+def timestamp_param(req: falcon.Request, name: str) -> datetime | None:
+    """An optional RFC 3339 timestamp parameter (UTC if it names no offset), else 400."""
+    value = req.get_param(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
+    except ValueError:
+        raise falcon.HTTPInvalidParam("an RFC 3339 timestamp", name) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -26,14 +26,12 @@ from commands.organization import (
     update_organization,
 )
 from events.errors import Forbidden
-from events.execution import TERMINAL
+from events.execution import STATUSES
 from events.organization import Organization
 from projections.executions import usage_logs
 
 if TYPE_CHECKING:
     from api.app import Deps
-
-STATUSES = ("queued", "running", *sorted(TERMINAL))
 
 
 class Resource:

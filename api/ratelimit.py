@@ -28,15 +28,16 @@ FAILED_LOGINS, FAILED_LOGIN_WINDOW = 10, 15 * 60
 class Counter:
     """Hits per key and fixed window: Redis when configured, else a dict under a lock."""
 
-    def __init__(self, redis: Any = None) -> None:
+    def __init__(self, redis: Any = None, namespace: str = "flowledger") -> None:
         self.redis = redis
+        self.namespace = namespace  # FLOWLEDGER_BROKER_NAMESPACE: stacks sharing a Redis apart
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def hit(self, key: str, window: int, amount: int = 1) -> tuple[int, int]:
         """Add `amount` hits; returns (hits in this window, unix time the window resets)."""
         index = int(time.time() // window)
-        name, reset = f"flowledger:rl:{key}:{index}", (index + 1) * window
+        name, reset = f"{self.namespace}:rl:{key}:{index}", (index + 1) * window
         if self.redis is not None:
             pipe = self.redis.pipeline()
             pipe.incrby(name, amount)
@@ -71,20 +72,29 @@ class RateLimit:
         resp.set_header("X-RateLimit-Remaining", str(max(0, limit - hits)))
         resp.set_header("X-RateLimit-Reset", str(reset))
         if hits > limit:
-            raise too_many(reset, "rate limit exceeded")
+            raise too_many(reset, "rate limit exceeded", limit)
 
 
-def too_many(reset: int, message: str) -> ApiError:
+def too_many(reset: int, message: str, limit: int) -> ApiError:
+    """429 with `Retry-After` and the `X-RateLimit-*` headers of the limit that was hit."""
     retry_after = max(1, math.ceil(reset - time.time()))
-    headers = {"Retry-After": str(retry_after)}
+    headers = {
+        "Retry-After": str(retry_after),
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(reset),
+    }
     return ApiError(429, "RATE_LIMIT_EXCEEDED", message, headers=headers, retry_after=retry_after)
 
 
 def check_login_allowed(deps: Deps, email: str) -> None:
-    """10 failed logins per email per 15 minutes (not scaled); raises 429 past that."""
+    """10 failed logins per email per 15 minutes (not scaled); raises 429 past that.
+
+    The 429 carries the email's limit in its `X-RateLimit-*` headers (not the IP's)."""
     hits, reset = deps.limits.hit(f"login:{email.lower()}", FAILED_LOGIN_WINDOW, amount=0)
     if hits >= FAILED_LOGINS:
-        raise too_many(reset, "too many failed logins for this email; try again later")
+        message = "too many failed logins for this email; try again later"
+        raise too_many(reset, message, FAILED_LOGINS)
 
 
 def record_failed_login(deps: Deps, email: str) -> None:

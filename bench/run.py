@@ -4,6 +4,7 @@
     python -m bench.run --smoke         # tiny counts, ~35 s, asserts nothing about speed
     python -m bench.run --only ceiling,latency
     python -m bench.run --only ceiling,webhooks,scheduler,trigger   # issue 3's figures
+    python -m bench.run --only rebuild  # issue 4's projection rebuild (1,000,000 events)
     python -m bench.run --profile       # also py-spy profiles of the (3) and (2) phases
 
 Needs PostgreSQL (``FLOWLEDGER_BENCH_POSTGRES_URL``, else ``FLOWLEDGER_TEST_POSTGRES_URL``,
@@ -43,6 +44,8 @@ from bench import (
     webhook_deliveries,
     worker_memory,
 )
+from bench import audit as bench_audit  # (11a-c)
+from bench import rebuild as rebuild_bench  # (12)
 from bench.harness import (
     REDIS_URL,
     RESULTS,
@@ -59,9 +62,9 @@ from bench.harness import (
 
 # In the order they run.
 FIGURES = ("ceiling", "actor", "trigger", "latency", "completed", "accepted", "memory",
-           "webhooks", "scheduler")  # fmt: skip
+           "webhooks", "scheduler", "audit", "rebuild")  # fmt: skip
 #: Measured by their standalone modules, each on a database (and processes) of its own.
-STANDALONE_FIGURES = frozenset({"webhooks", "scheduler"})
+STANDALONE_FIGURES = frozenset({"webhooks", "scheduler", "audit", "rebuild"})
 STACK_FIGURES = frozenset(FIGURES) - {"ceiling"} - STANDALONE_FIGURES
 
 # Targets of issue 2.
@@ -75,6 +78,8 @@ WEBHOOKS_PER_S = webhook_deliveries.TARGET_PER_SECOND
 FAN_OUT_S = webhook_deliveries.TARGET_FAN_OUT_S
 SCHEDULER_P99_MS = 1000 * scheduler_delay.TARGET_P99_S
 TRIGGER_P50_MS = 50
+# Targets of issue 4.
+REBUILD_RATIO = rebuild_bench.TARGET_RATIO
 
 
 @dataclass(frozen=True)
@@ -92,10 +97,12 @@ class Sizes:
     webhook_endpoints: int
     webhook_events: int
     scheduler_phases: tuple[tuple[int, float], ...]  # (workflows, seconds)
+    rebuild_events: int = rebuild_bench.FULL_EVENTS  # issue 4's log for (11)
 
 
 FULL = Sizes(4, 3, 5, 200, 500, 10, 10, 10_000, 2, 100, 20, 100, ((5, 60), (50, 20)))
-SMOKE = Sizes(0.5, 1, 0.5, 5, 5, 1, 1, 50, 0.2, 5, 3, 3, ((3, 2),))
+SMOKE = Sizes(0.5, 1, 0.5, 5, 5, 1, 1, 50, 0.2, 5, 3, 3, ((3, 2),),
+              rebuild_events=rebuild_bench.SMOKE_EVENTS)  # fmt: skip
 
 
 def _settle(ctx: Context, names: tuple[str, ...], timeout: float = 120) -> None:
@@ -218,6 +225,21 @@ def run_standalone(sizes: Sizes, only: set[str], results: dict[str, Any]) -> Non
             finally:
                 app.close()
                 app.db.close()
+    audit_events = (bench_audit.SMOKE if sizes is SMOKE else bench_audit.FULL)["events"]
+    # (12) replays the audit figures' log when it is the size it wants: written once.
+    shared = "rebuild" in only and sizes.rebuild_events == audit_events
+    if "audit" in only:
+        print(f"audit: raw read, verify and /audit/log pages over {audit_events:,} events",
+              flush=True)  # fmt: skip
+        results["audit"] = bench_audit.run(
+            smoke=sizes is SMOKE, then=rebuild_bench.on_log if shared else None
+        )
+        replayed = results["audit"].pop("then")
+        if shared:
+            results["rebuild"] = replayed
+    if "rebuild" in only and not shared:  # (12), on a database of its own
+        print(f"rebuild: a log of {sizes.rebuild_events:,} events, raw read, rebuilds", flush=True)
+        results["rebuild"] = rebuild_bench.run(sizes.rebuild_events)
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -392,6 +414,21 @@ def rows(results: dict[str, Any], smoke: bool) -> list[tuple[str, str, str, str,
             f" / p99 {_n(post['p99_ms'], 1)} ms",
             _verdict(t["p50_ms"] <= TRIGGER_P50_MS, smoke),
         ))  # fmt: skip
+    if "audit" in results:
+        out += bench_audit.rows(results["audit"], lambda ok: _verdict(ok, smoke))
+    if "rebuild" in results:
+        r = results["rebuild"]
+        raw = r["raw_events_per_s"]
+        for key, label in (("executions", "executions"), ("all", "all projections")):
+            ratio = r[f"{key}_ratio"]
+            out.append((
+                f"(12) projection rebuild, {label}" if key == "executions"
+                else "     same, every projection one after the other",
+                f"{_n(r[key]['events_per_s'])} events/s = {ratio:.2f} x raw",
+                f">= {REBUILD_RATIO} x raw read",
+                f"raw read of the log {_n(raw)} events/s; {r['log']['events']:,} events",
+                _verdict(ratio >= REBUILD_RATIO, smoke),
+            ))  # fmt: skip
     return out
 
 

@@ -162,7 +162,9 @@ def _check_target(definition: dict[str, Any]) -> None:
 
 
 def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> Workflow:
-    definition = {**DEFAULTS, **_definition(cmd)}
+    # An explicit null means "the default" (a null response_mode or timeout broke runs).
+    given = {k: v for k, v in _definition(cmd).items() if v is not None}
+    definition = {**DEFAULTS, **given}
     _check_target(definition)
     workflow = Workflow(organization_id=org_id, definition=definition)
     if workflow.has_webhook_trigger:

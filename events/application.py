@@ -14,6 +14,7 @@ from events.errors import NotFound
 from events.ids import index_id
 from events.index import Index
 from events.organization import Organization
+from events.provider_key import ProviderKey
 from events.user import User
 from events.vault import TABLES as VAULT_TABLES
 from events.vault import Vault
@@ -26,7 +27,12 @@ A = TypeVar("A")
 class Flowledger(Application[UUID]):
     name = "flowledger"
     # Hot aggregates gain events with every execution; snapshots keep their loads short.
-    snapshotting_intervals = {CreditAccount: 200, Organization: 100, User: 100}
+    snapshotting_intervals = {
+        CreditAccount: 200,
+        Organization: 100,
+        User: 100,
+        ProviderKey: 200,  # an event per usage record and per secret read
+    }
 
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         env: dict[str, Any] = {

@@ -13,6 +13,8 @@ from events.errors import ExecutionFinished
 from events.ids import keyed_execution_id
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "rejected"})
+#: Every status an execution can have, in the order lists offer them as filters.
+STATUSES = ("queued", "running", *sorted(TERMINAL))
 REFUNDED_ON = frozenset({"failed", "timed_out", "cancelled"})
 
 

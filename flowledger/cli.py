@@ -18,6 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("scheduler", help="queue the runs of schedule-triggered workflows")
     projector = sub.add_parser("projector", help="keep the read models up to date")
     projector.add_argument("names", nargs="*", help="only these projections (default: all)")
+    # -- projections (status, rebuild) --
+    projections = sub.add_parser("projections", help="read models: status and rebuilds")
+    projections_sub = projections.add_subparsers(dest="projections_command", required=True)
+    status = projections_sub.add_parser("status", help="each read model's position and lag")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    rebuild = projections_sub.add_parser(
+        "rebuild", help="build read models anew beside the live ones, then switch atomically"
+    )
+    rebuild.add_argument("names", nargs="*", help="only these projections (default: all)")
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # -- end projections --
+    from flowledger import audit  # the whole group lives there
+
+    audit.add_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -28,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from flowledger import logs
 
     logs.configure(settings.log_format, settings.log_level)
+    if args.command == "audit":
+        return audit.main(args, settings)
     if args.command == "run":
         from flowledger.embedded import serve
 
@@ -36,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return _follow(settings, dispatcher=True, names=[])
     if args.command == "scheduler":
         return _schedule(settings)
+    if args.command == "projections":
+        from projections.admin import projections_command
+
+        return projections_command(settings, args)
     return _follow(settings, dispatcher=False, names=args.names)
 
 

@@ -25,7 +25,18 @@ _NAMED = re.compile(r"%\((\w+)\)s")
 
 
 class Cursor(Protocol):
+    dialect: str  # "postgres" or "sqlite", for the rare statement that differs
+
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]: ...
+
+    # Many rows at once. `executemany`: one statement, many parameter rows
+    # (psycopg pipelines them; sqlite3 loops in C). `copy_rows`: append new rows to a table
+    # (PostgreSQL `COPY`, several times faster; SQLite `executemany`); no conflict handling.
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def copy_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None: ...
 
 
 class Database:
@@ -116,11 +127,13 @@ class Database:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     @contextmanager
-    def dedicated_connection(self) -> Iterator[Any]:
+    def dedicated_connection(self, dict_rows: bool = False) -> Iterator[Any]:
         """A connection held for a long time (advisory locks, LISTEN); Postgres only."""
         import psycopg
+        from psycopg.rows import dict_row
 
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        kwargs: dict[str, Any] = {"row_factory": dict_row} if dict_rows else {}
+        with psycopg.connect(self._url, autocommit=True, **kwargs) as conn:
             yield conn
 
     def close(self) -> None:
@@ -133,7 +146,14 @@ class Database:
                 self._local.conn = None
 
 
+def pg_cursor(conn: Any) -> Cursor:
+    """A `Cursor` on a dedicated PostgreSQL connection opened with `dict_rows=True`."""
+    return _PgCursor(conn)
+
+
 class _PgCursor:
+    dialect = "postgres"
+
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
@@ -142,12 +162,39 @@ class _PgCursor:
             cur.execute(sql, params or None)
             return list(cur.fetchall()) if cur.description else []
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with (
+                self._conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+
 
 class _SqliteCursor:
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
-        sql = _NAMED.sub(r":\1", sql).replace("%s", "?").replace("%%", "%")
-        cur = self._conn.execute(sql, params)
+        cur = self._conn.execute(_sqlite_sql(sql), params)
         return [dict(row) for row in cur.fetchall()] if cur.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._conn.executemany(_sqlite_sql(sql), rows)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _NAMED.sub(r":\1", sql).replace("%s", "?").replace("%%", "%")

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     broker_namespace: str = "flowledger"
     # Where the embedded mode keeps its generated secrets.
     var_dir: Path = Path("./var")
+    # -- monitoring (api/health.py, api/metrics.py) --
+    # Base URL of the n8n instance `/health` checks (GET <url>/healthz); unset: not_configured.
+    n8n_url: str | None = None
+    # Prometheus multiprocess files of gunicorn and Dramatiq workers; default <var_dir>/metrics.
+    metrics_dir: Path | None = None
+    # When set, `/metrics` wants `Authorization: Bearer <token>`; unset, it is open.
+    metrics_token: str | None = None
 
     @field_validator("operator_emails", mode="before")
     @classmethod
@@ -82,6 +89,11 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """Embedded mode: no Redis, so broker, rate limits and nonces live in-process."""
         return self.redis_url is None
+
+    @property
+    def metrics_path(self) -> Path:
+        """The directory of the Prometheus multiprocess files (one subdirectory per server)."""
+        return self.metrics_dir if self.metrics_dir is not None else self.var_dir / "metrics"
 
     @property
     def sqlite_path(self) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from projections.alerts import AlertsProjection
+from projections.audit import AuditProjection
 from projections.automation_events import AutomationEventsProjection
 from projections.credits import CreditsProjection
 from projections.deliveries import DeliveriesProjection
 from projections.executions import ExecutionsProjection
+from projections.provider_keys import ProviderKeysProjection
 from projections.runner import Projection
 from projections.workflows import WorkflowsProjection
 
@@ -18,4 +21,7 @@ def all_projections() -> list[Projection]:
         CreditsProjection(),
         AutomationEventsProjection(),
         DeliveriesProjection(),
+        ProviderKeysProjection(),
+        AuditProjection(),
+        AlertsProjection(),
     ]

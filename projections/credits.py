@@ -8,12 +8,14 @@ position of the last event applied, so replays change nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from events.credit_account import CreditAccount
 from flowledger.db import Cursor, Database
 from projections.formats import event_id, iso
-from projections.runner import Projection, handles
+from projections.rows import Rows
+from projections.runner import Item, Projection, handles
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS credit_balances (
@@ -44,52 +46,85 @@ TYPES = ("grant", "purchase", "debit", "refund", "transfer_out", "transfer_in")
 
 
 class CreditsProjection(Projection):
+    """A batch's balance rows are read once, changed in memory and written once; the
+    transaction rows of the batch go in one `executemany`."""
+
     name = "credit_transactions"
     tables = TABLES
 
+    def process(self, cur: Cursor, items: Sequence[Item]) -> None:
+        batch = _Batch(cur, [str(item.event.originator_id) for item in items])
+        for item in items:
+            handler = self.handlers.get(type(item.event))
+            if handler is not None:
+                handler(self, batch, item.event, item.position)
+        batch.write()
+
     @handles(CreditAccount.Opened)
-    def on_opened(self, cur: Cursor, event: CreditAccount.Opened, position: int) -> None:
-        cur.execute(
-            "INSERT INTO credit_balances (account_id, organization_id, balance, updated_at,"
-            " position) VALUES (%s, %s, 0, %s, %s) ON CONFLICT (account_id) DO NOTHING",
-            (str(event.originator_id), str(event.organization_id), iso(event.timestamp), position),
+    def on_opened(self, batch: _Batch, event: CreditAccount.Opened, position: int) -> None:
+        batch.balances.insert(
+            {
+                "account_id": str(event.originator_id),
+                "organization_id": str(event.organization_id),
+                "balance": 0,
+                "updated_at": iso(event.timestamp),
+                "position": position,
+            }
         )
 
     @handles(CreditAccount.Granted)
-    def on_granted(self, cur: Cursor, event: CreditAccount.Granted, position: int) -> None:
+    def on_granted(self, batch: _Batch, event: CreditAccount.Granted, position: int) -> None:
         kind = "purchase" if event.kind == "purchase" else "grant"
         description = event.description
         if not description:
             description = "Credits purchased" if kind == "purchase" else "Credits granted"
             if event.invoice_id:
                 description += f" (invoice {event.invoice_id})"
-        _record(cur, event, position, kind, event.amount, None, description)
+        _record(batch, event, position, kind, event.amount, None, description)
 
     @handles(CreditAccount.Debited)
-    def on_debited(self, cur: Cursor, event: CreditAccount.Debited, position: int) -> None:
+    def on_debited(self, batch: _Batch, event: CreditAccount.Debited, position: int) -> None:
         note = f"Execution {event.execution_id}"
-        _record(cur, event, position, "debit", -event.amount, event.execution_id, note)
+        _record(batch, event, position, "debit", -event.amount, event.execution_id, note)
 
     @handles(CreditAccount.Refunded)
-    def on_refunded(self, cur: Cursor, event: CreditAccount.Refunded, position: int) -> None:
+    def on_refunded(self, batch: _Batch, event: CreditAccount.Refunded, position: int) -> None:
         note = f"Refund of execution {event.execution_id}"
-        _record(cur, event, position, "refund", event.amount, event.execution_id, note)
+        _record(batch, event, position, "refund", event.amount, event.execution_id, note)
 
     @handles(CreditAccount.TransferredOut)
     def on_transferred_out(
-        self, cur: Cursor, event: CreditAccount.TransferredOut, position: int
+        self, batch: _Batch, event: CreditAccount.TransferredOut, position: int
     ) -> None:
         note = _with_message(f"Transfer to organization {event.to_organization_id}", event.message)
-        _record(cur, event, position, "transfer_out", -event.amount, None, note)
+        _record(batch, event, position, "transfer_out", -event.amount, None, note)
 
     @handles(CreditAccount.TransferredIn)
     def on_transferred_in(
-        self, cur: Cursor, event: CreditAccount.TransferredIn, position: int
+        self, batch: _Batch, event: CreditAccount.TransferredIn, position: int
     ) -> None:
         note = _with_message(
             f"Transfer from organization {event.from_organization_id}", event.message
         )
-        _record(cur, event, position, "transfer_in", event.amount, None, note)
+        _record(batch, event, position, "transfer_in", event.amount, None, note)
+
+
+class _Batch:
+    """The balance rows the batch touches and the transaction rows it adds."""
+
+    def __init__(self, cur: Cursor, accounts: list[str]) -> None:
+        self.cur = cur
+        self.balances = Rows(cur, "credit_balances", "account_id", keys=accounts)
+        self.transactions: list[tuple[Any, ...]] = []
+
+    def write(self) -> None:
+        self.cur.executemany(
+            "INSERT INTO credit_transactions (id, organization_id, type, amount, balance_after,"
+            " execution_id, description, created_at, position)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            self.transactions,
+        )
+        self.balances.write()
 
 
 def _with_message(text: str, message: str | None) -> str:
@@ -97,7 +132,7 @@ def _with_message(text: str, message: str | None) -> str:
 
 
 def _record(
-    cur: Cursor,
+    batch: _Batch,
     event: Any,
     position: int,
     kind: str,
@@ -106,23 +141,15 @@ def _record(
     description: str,
 ) -> None:
     """One transaction row and the new running balance, unless already applied."""
-    account_id = str(event.originator_id)
-    rows = cur.execute(
-        "SELECT organization_id, balance FROM credit_balances"
-        " WHERE account_id = %s AND position < %s",
-        (account_id, position),
-    )
-    if not rows:
+    row = batch.balances.after(event.originator_id, position)
+    if row is None:
         return
-    balance = int(rows[0]["balance"]) + amount
+    balance = int(row["balance"]) + amount
     at = iso(event.timestamp)
-    cur.execute(
-        "INSERT INTO credit_transactions (id, organization_id, type, amount, balance_after,"
-        " execution_id, description, created_at, position)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+    batch.transactions.append(
         (
             str(event_id(event)),
-            rows[0]["organization_id"],
+            row["organization_id"],
             kind,
             amount,
             balance,
@@ -130,13 +157,9 @@ def _record(
             description,
             at,
             position,
-        ),
+        )
     )
-    cur.execute(
-        "UPDATE credit_balances SET balance = %s, updated_at = %s, position = %s"
-        " WHERE account_id = %s",
-        (balance, at, position, account_id),
-    )
+    batch.balances.update(row, balance=balance, updated_at=at, position=position)
 
 
 # -- queries ---------------------------------------------------------------------------------

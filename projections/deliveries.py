@@ -13,7 +13,7 @@ from events.delivery import Delivery
 from events.webhook_endpoint import WebhookEndpoint
 from flowledger.db import Cursor, Database
 from projections.formats import dumps, iso, iso_or_none, loads
-from projections.runner import Projection, handles
+from projections.runner import Projection, handles, update_row
 
 NAME = "webhook_deliveries"
 TABLES = [
@@ -165,21 +165,12 @@ def _attempt(event: Delivery.Attempted) -> dict[str, Any]:
     }
 
 
-def _update(cur: Cursor, table: str, event: Any, position: int, columns: dict[str, Any]) -> None:
-    columns = {**columns, "updated_at": iso(event.timestamp), "position": position}
-    assignments = ", ".join(f"{name} = %s" for name in columns)
-    cur.execute(
-        f"UPDATE {table} SET {assignments} WHERE id = %s AND position < %s",
-        (*columns.values(), str(event.originator_id), position),
-    )
-
-
 def _endpoint(cur: Cursor, event: Any, position: int, **columns: Any) -> None:
-    _update(cur, "webhook_endpoints", event, position, columns)
+    update_row(cur, "webhook_endpoints", event, position, **columns)
 
 
 def _delivery(cur: Cursor, event: Any, position: int, **columns: Any) -> None:
-    _update(cur, "webhook_deliveries", event, position, columns)
+    update_row(cur, "webhook_deliveries", event, position, **columns)
 
 
 # -- queries ---------------------------------------------------------------------------------

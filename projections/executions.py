@@ -5,10 +5,12 @@ with every change (the SSE stream polls it). Refunds come from the credit accoun
 `Refunded` event, which carries the execution id. Workflow names for usage logs come from
 this projection's own small lookup table, so it never waits on another read model.
 Every row records the position of the last event applied to it, so replays change nothing.
+A batch of events is folded into its rows in memory and each row written once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import uuid5
@@ -19,7 +21,8 @@ from events.ids import NAMESPACE
 from events.workflow import Workflow
 from flowledger.db import Cursor, Database
 from projections.formats import dumps, iso, iso_or_none, loads
-from projections.runner import Projection, handles
+from projections.rows import Rows
+from projections.runner import Item, Projection, handles
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS executions (
@@ -65,92 +68,119 @@ ATTEMPT_LEVELS = {"retryable": "warning", "refused": "error"}
 
 
 class ExecutionsProjection(Projection):
+    """Execution events fold into their rows in memory (`projections.rows`), one write per
+    row and batch; the handlers below get that batch's `Rows`, or the cursor for the
+    workflow-name lookup table."""
+
     name = "executions"
     tables = TABLES
 
+    def process(self, cur: Cursor, items: Sequence[Item]) -> None:
+        keys = [_key(item.event) for item in items if type(item.event) in ROW_EVENTS]
+        rows = Rows(cur, "executions", "id", json=("logs",), keys=keys)
+        for item in items:
+            handler = self.handlers.get(type(item.event))
+            if handler is not None:
+                target = rows if type(item.event) in ROW_EVENTS else cur
+                handler(self, target, item.event, item.position)
+        rows.write()
+
     @handles(Execution.Queued)
-    def on_queued(self, cur: Cursor, event: Execution.Queued, position: int) -> None:
+    def on_queued(self, rows: Rows, event: Execution.Queued, position: int) -> None:
         at = iso(event.timestamp)
         note = f"queued by {event.trigger}"
         if event.retry_of is not None:
             note += f" (retry of {event.retry_of})"
-        cur.execute(
-            "INSERT INTO executions (id, organization_id, workflow_id, status, input, metadata,"
-            " retry_of, trigger, timeout_seconds, queued_at, logs, version, seq, position)"
-            " VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                str(event.originator_id),
-                str(event.organization_id),
-                str(event.workflow_id),
-                dumps(event.input),
-                dumps(event.metadata),
-                None if event.retry_of is None else str(event.retry_of),
-                event.trigger,
-                event.timeout_seconds,
-                at,
-                dumps([_line(at, "info", note)]),
-                position,
-                position,
-            ),
+        rows.insert(
+            {
+                "id": str(event.originator_id),
+                "organization_id": str(event.organization_id),
+                "workflow_id": str(event.workflow_id),
+                "status": "queued",
+                "input": dumps(event.input),
+                "metadata": dumps(event.metadata),
+                "output": None,
+                "error": None,
+                "debited": 0,
+                "refunded": 0,
+                "attempts": 0,
+                "retry_of": None if event.retry_of is None else str(event.retry_of),
+                "trigger": event.trigger,
+                "timeout_seconds": event.timeout_seconds,
+                "queued_at": at,
+                "started_at": None,
+                "finished_at": None,
+                "duration_ms": None,
+                "logs": [_line(at, "info", note)],
+                "version": 1,
+                "seq": position,
+                "position": position,
+            }
         )
 
     @handles(Execution.Started)
-    def on_started(self, cur: Cursor, event: Execution.Started, position: int) -> None:
+    def on_started(self, rows: Rows, event: Execution.Started, position: int) -> None:
         at = iso(event.timestamp)
         note = f"started, {event.debited} credits debited"
         _change(
-            cur,
+            rows,
             event,
             position,
             "info",
             note,
+            at=at,
             status="running",
             started_at=at,
             debited=event.debited,
         )
 
     @handles(Execution.AttemptMade)
-    def on_attempt(self, cur: Cursor, event: Execution.AttemptMade, position: int) -> None:
+    def on_attempt(self, rows: Rows, event: Execution.AttemptMade, position: int) -> None:
         answer = f"HTTP {event.status_code}" if event.status_code is not None else "no answer"
         note = f"n8n call attempt {event.attempt}: {event.outcome} ({answer})"
         level = ATTEMPT_LEVELS.get(event.outcome, "info")
-        _change(cur, event, position, level, note, attempts=event.attempt)
+        _change(rows, event, position, level, note, attempts=event.attempt)
 
     @handles(Execution.Completed)
-    def on_completed(self, cur: Cursor, event: Execution.Completed, position: int) -> None:
-        _finish(cur, event, position, "completed", "info", output=dumps(event.output))
+    def on_completed(self, rows: Rows, event: Execution.Completed, position: int) -> None:
+        _finish(rows, event, position, "completed", "info", output=dumps(event.output))
 
     @handles(Execution.Failed)
-    def on_failed(self, cur: Cursor, event: Execution.Failed, position: int) -> None:
-        _finish(cur, event, position, "failed", "error", error=event.error)
+    def on_failed(self, rows: Rows, event: Execution.Failed, position: int) -> None:
+        _finish(rows, event, position, "failed", "error", error=event.error)
 
     @handles(Execution.TimedOut)
-    def on_timed_out(self, cur: Cursor, event: Execution.TimedOut, position: int) -> None:
-        _finish(cur, event, position, "timed_out", "error")
+    def on_timed_out(self, rows: Rows, event: Execution.TimedOut, position: int) -> None:
+        _finish(rows, event, position, "timed_out", "error")
 
     @handles(Execution.Cancelled)
-    def on_cancelled(self, cur: Cursor, event: Execution.Cancelled, position: int) -> None:
-        _finish(cur, event, position, "cancelled", "warning")
+    def on_cancelled(self, rows: Rows, event: Execution.Cancelled, position: int) -> None:
+        _finish(rows, event, position, "cancelled", "warning")
 
     @handles(Execution.Rejected)
-    def on_rejected(self, cur: Cursor, event: Execution.Rejected, position: int) -> None:
+    def on_rejected(self, rows: Rows, event: Execution.Rejected, position: int) -> None:
         error = {
             "code": "INSUFFICIENT_CREDITS",
             "credits_required": event.credits_required,
             "credits_available": event.credits_available,
         }
-        _finish(cur, event, position, "rejected", "error", error=error)
+        _finish(rows, event, position, "rejected", "error", error=error)
 
     @handles(Execution.Logged)
-    def on_logged(self, cur: Cursor, event: Execution.Logged, position: int) -> None:
-        _change(cur, event, position, event.level, event.message)
+    def on_logged(self, rows: Rows, event: Execution.Logged, position: int) -> None:
+        _change(rows, event, position, event.level, event.message)
 
     @handles(CreditAccount.Refunded)
-    def on_refunded(self, cur: Cursor, event: CreditAccount.Refunded, position: int) -> None:
+    def on_refunded(self, rows: Rows, event: CreditAccount.Refunded, position: int) -> None:
         note = f"{event.amount} credits refunded"
         _change(
-            cur, event, position, "info", note, execution_id=event.execution_id, refund=event.amount
+            rows,
+            event,
+            position,
+            "info",
+            note,
+            execution_id=event.execution_id,
+            refund=event.amount,
         )
 
     @handles(Workflow.Registered)
@@ -165,12 +195,36 @@ class ExecutionsProjection(Projection):
             _name(cur, event.originator_id, None, event.changes, position)
 
 
+#: The events that change an `executions` row (the others go to the name lookup table).
+ROW_EVENTS = frozenset(
+    {
+        Execution.Queued,
+        Execution.Started,
+        Execution.AttemptMade,
+        Execution.Completed,
+        Execution.Failed,
+        Execution.TimedOut,
+        Execution.Cancelled,
+        Execution.Rejected,
+        Execution.Logged,
+        CreditAccount.Refunded,
+    }
+)
+
+
+def _key(event: Any) -> str:
+    """The execution a row event is about (a refund names it; the others are it)."""
+    if isinstance(event, CreditAccount.Refunded):
+        return str(event.execution_id)
+    return str(event.originator_id)
+
+
 def _line(at: str, level: str, message: str) -> dict[str, str]:
     return {"at": at, "level": level, "message": message}
 
 
 def _change(
-    cur: Cursor,
+    rows: Rows,
     event: Any,
     position: int,
     level: str,
@@ -178,33 +232,26 @@ def _change(
     *,
     execution_id: Any = None,
     refund: int = 0,
+    at: str | None = None,
     **columns: Any,
 ) -> None:
     """Apply one event to its execution's row: set `columns`, add a log line, bump version.
 
-    Nothing happens when the row is unknown or already past `position` (a replay).
+    Nothing happens when the row is unknown or already past `position` (a replay). `at` is
+    the event's `iso(timestamp)` when the caller has it already.
     """
-    key = str(execution_id or event.originator_id)
-    rows = cur.execute(
-        "SELECT logs, refunded FROM executions WHERE id = %s AND position < %s",
-        (key, position),
-    )
-    if not rows:
+    row = rows.after(execution_id or event.originator_id, position)
+    if row is None:
         return
-    row = rows[0]
-    at = iso(event.timestamp)
-    columns["logs"] = dumps([*loads(row["logs"]), _line(at, level, message)])
+    at = at or iso(event.timestamp)
+    columns["logs"] = [*row["logs"], _line(at, level, message)]
     if refund:
         columns["refunded"] = int(row["refunded"]) + refund
-    assignments = "".join(f"{name} = %s, " for name in columns)
-    cur.execute(
-        f"UPDATE executions SET {assignments}version = version + 1, position = %s WHERE id = %s",
-        (*columns.values(), position, key),
-    )
+    rows.update(row, **columns, version=int(row["version"]) + 1, position=position)
 
 
 def _finish(
-    cur: Cursor,
+    rows: Rows,
     event: Any,
     position: int,
     status: str,
@@ -213,13 +260,10 @@ def _finish(
     error: dict[str, Any] | None = None,
     output: str | None = None,
 ) -> None:
-    rows = cur.execute(
-        "SELECT started_at, timeout_seconds FROM executions WHERE id = %s AND position < %s",
-        (str(event.originator_id), position),
-    )
-    if not rows:
+    row = rows.after(event.originator_id, position)
+    if row is None:
         return
-    started_at, timeout = rows[0]["started_at"], rows[0]["timeout_seconds"]
+    started_at, timeout = row["started_at"], row["timeout_seconds"]
     duration_ms = getattr(event, "duration_ms", None)
     if duration_ms is None and started_at is not None:
         elapsed = event.timestamp - datetime.fromisoformat(started_at)
@@ -231,14 +275,16 @@ def _finish(
         note += f" after {duration_ms} ms"
     if error is not None:
         note += f": {_describe(error)}"
+    at = iso(event.timestamp)
     _change(
-        cur,
+        rows,
         event,
         position,
         level,
         note,
+        at=at,
         status=status,
-        finished_at=iso(event.timestamp),
+        finished_at=at,
         duration_ms=duration_ms,
         error=dumps(error),
         output=output,

@@ -25,6 +25,7 @@ from eventsourcing.persistence import Notification
 from events.application import Flowledger
 from flowledger.db import Cursor, Database
 from flowledger.leader import leadership
+from projections.formats import iso
 
 log = structlog.get_logger()
 
@@ -34,10 +35,15 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class Item:
-    """One event of the log and its position (notification id)."""
+    """One event of the log, its position (notification id) and the stored record.
+
+    `notification` is the row as the recorder keeps it (topic and state bytes), for readers
+    such as the audit hash chain that must cover exactly what was stored.
+    """
 
     position: int
     event: Any
+    notification: Notification | None = None
 
 
 class Projection:
@@ -73,6 +79,17 @@ def handles(*event_classes: type) -> Callable[[Callable[..., None]], Callable[..
         return func
 
     return mark
+
+
+def update_row(cur: Cursor, table: str, event: Any, position: int, **columns: Any) -> None:
+    """Set `columns`, `updated_at` (the event's time) and `position` on the row of the event's
+    aggregate, unless the row has already seen `position` (a replay changes nothing)."""
+    columns = {**columns, "updated_at": iso(event.timestamp), "position": position}
+    assignments = ", ".join(f"{name} = %s" for name in columns)
+    cur.execute(
+        f"UPDATE {table} SET {assignments} WHERE id = %s AND position < %s",
+        (*columns.values(), str(event.originator_id), position),
+    )
 
 
 def topic_of(cls: type) -> str:
@@ -175,7 +192,7 @@ class Follower:
             pass
 
     def _item(self, notification: Notification) -> Item:
-        return Item(notification.id, self.app.mapper.to_domain_event(notification))
+        return Item(notification.id, self.app.mapper.to_domain_event(notification), notification)
 
     @contextmanager
     def _leadership(self) -> Iterator[Callable[[float], None]]:

@@ -7,13 +7,15 @@ over existing rows changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from events.execution import Execution
 from events.workflow import Workflow
 from flowledger.db import Cursor, Database
 from projections.formats import dumps, iso, like, loads
-from projections.runner import Projection, handles
+from projections.rows import Rows
+from projections.runner import Item, Projection, handles
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS workflows (
@@ -53,85 +55,106 @@ SETTINGS = ("credits_per_execution", "timeout_seconds", "retry", "input_schema",
 
 
 class WorkflowsProjection(Projection):
+    """A batch's workflow rows are read once, changed in memory and written once (every
+    queued execution bumps its workflow's counter: many events, few rows)."""
+
     name = "workflows"
     tables = TABLES
 
+    def process(self, cur: Cursor, items: Sequence[Item]) -> None:
+        keys = [_key(item.event) for item in items]
+        rows = Rows(cur, "workflows", "id", keys=keys)
+        for item in items:
+            handler = self.handlers.get(type(item.event))
+            if handler is not None:
+                handler(self, rows, item.event, item.position)
+        rows.write()
+
     @handles(Workflow.Registered)
-    def on_registered(self, cur: Cursor, event: Workflow.Registered, position: int) -> None:
+    def on_registered(self, rows: Rows, event: Workflow.Registered, position: int) -> None:
         definition = dict(event.definition)
         at = iso(event.timestamp)
-        cur.execute(
-            "INSERT INTO workflows (id, organization_id, name, description, project_id, category,"
-            " definition, is_active, archived, execution_count, created_at, updated_at, seq,"
-            " position) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, 0, 0, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                str(event.originator_id),
-                str(event.organization_id),
-                *_columns(definition),
-                dumps(definition),
-                at,
-                at,
-                position,
-                position,
-            ),
+        name, description, project_id, category = _columns(definition)
+        rows.insert(
+            {
+                "id": str(event.originator_id),
+                "organization_id": str(event.organization_id),
+                "name": name,
+                "description": description,
+                "project_id": project_id,
+                "category": category,
+                "definition": dumps(definition),
+                "is_active": 1,
+                "archived": 0,
+                "execution_count": 0,
+                "last_executed_at": None,
+                "created_at": at,
+                "updated_at": at,
+                "seq": position,
+                "position": position,
+            }
         )
 
     @handles(Workflow.Updated)
-    def on_updated(self, cur: Cursor, event: Workflow.Updated, position: int) -> None:
-        rows = cur.execute(
-            "SELECT definition FROM workflows WHERE id = %s AND position < %s",
-            (str(event.originator_id), position),
-        )
-        if not rows:
+    def on_updated(self, rows: Rows, event: Workflow.Updated, position: int) -> None:
+        row = rows.after(event.originator_id, position)
+        if row is None:
             return
-        definition = {**loads(rows[0]["definition"]), **event.changes}
-        cur.execute(
-            "UPDATE workflows SET name = %s, description = %s, project_id = %s, category = %s,"
-            " definition = %s, updated_at = %s, position = %s WHERE id = %s",
-            (
-                *_columns(definition),
-                dumps(definition),
-                iso(event.timestamp),
-                position,
-                str(event.originator_id),
-            ),
+        definition = {**loads(row["definition"]), **event.changes}
+        name, description, project_id, category = _columns(definition)
+        rows.update(
+            row,
+            name=name,
+            description=description,
+            project_id=project_id,
+            category=category,
+            definition=dumps(definition),
+            updated_at=iso(event.timestamp),
+            position=position,
         )
 
     @handles(Workflow.Activated)
-    def on_activated(self, cur: Cursor, event: Workflow.Activated, position: int) -> None:
-        self._set(cur, event, position, "is_active = 1")
+    def on_activated(self, rows: Rows, event: Workflow.Activated, position: int) -> None:
+        self._set(rows, event, position, is_active=1)
 
     @handles(Workflow.Deactivated)
-    def on_deactivated(self, cur: Cursor, event: Workflow.Deactivated, position: int) -> None:
-        self._set(cur, event, position, "is_active = 0")
+    def on_deactivated(self, rows: Rows, event: Workflow.Deactivated, position: int) -> None:
+        self._set(rows, event, position, is_active=0)
 
     @handles(Workflow.Archived)
-    def on_archived(self, cur: Cursor, event: Workflow.Archived, position: int) -> None:
-        self._set(cur, event, position, "is_active = 0, archived = 1")
+    def on_archived(self, rows: Rows, event: Workflow.Archived, position: int) -> None:
+        self._set(rows, event, position, is_active=0, archived=1)
 
     @handles(Workflow.TriggerTokenIssued)
     def on_trigger_token(
-        self, cur: Cursor, event: Workflow.TriggerTokenIssued, position: int
+        self, rows: Rows, event: Workflow.TriggerTokenIssued, position: int
     ) -> None:
         # The token itself stays out of the read model; the answer's URL changed, though.
-        self._set(cur, event, position, "archived = archived")
+        self._set(rows, event, position)
 
     @handles(Execution.Queued)
-    def on_execution_queued(self, cur: Cursor, event: Execution.Queued, position: int) -> None:
-        cur.execute(
-            "UPDATE workflows SET execution_count = execution_count + 1, last_executed_at = %s,"
-            " position = %s WHERE id = %s AND position < %s",
-            (iso(event.timestamp), position, str(event.workflow_id), position),
-        )
+    def on_execution_queued(self, rows: Rows, event: Execution.Queued, position: int) -> None:
+        row = rows.after(event.workflow_id, position)
+        if row is not None:
+            rows.update(
+                row,
+                execution_count=int(row["execution_count"]) + 1,
+                last_executed_at=iso(event.timestamp),
+                position=position,
+            )
 
     @staticmethod
-    def _set(cur: Cursor, event: Any, position: int, assignments: str) -> None:
-        cur.execute(
-            f"UPDATE workflows SET {assignments}, updated_at = %s, position = %s"
-            " WHERE id = %s AND position < %s",
-            (iso(event.timestamp), position, str(event.originator_id), position),
-        )
+    def _set(rows: Rows, event: Any, position: int, **columns: Any) -> None:
+        row = rows.after(event.originator_id, position)
+        if row is not None:
+            rows.update(row, **columns, updated_at=iso(event.timestamp), position=position)
+
+
+def _key(event: Any) -> str:
+    """The workflow an event changes: its own, or the one a queued execution runs."""
+    if isinstance(event, Execution.Queued):
+        return str(event.workflow_id)
+    return str(event.originator_id)
 
 
 def _columns(definition: dict[str, Any]) -> tuple[Any, ...]:

@@ -24,6 +24,7 @@ point. Numbers: ``python bench/broker_latency.py``.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from typing import Any
 
@@ -166,6 +167,7 @@ def setup(settings: Any = None) -> dramatiq.Broker:
     values returns the same broker; with other values it makes a new one (tests).
     """
     global _setup_key
+    worker_process = settings is None  # the dramatiq CLI's worker processes
     if settings is None:
         from flowledger.logs import configure
         from flowledger.settings import load_settings
@@ -184,8 +186,43 @@ def setup(settings: Any = None) -> dramatiq.Broker:
     if key == _setup_key and current is not None:
         return current
     broker = make_broker(key[0], namespace=key[1], heartbeat_timeout_ms=key[2], poll_ms=key[3])
+    if worker_process and settings.redis_url:  # Dramatiq's own metrics
+        broker.add_middleware(_prometheus(settings.metrics_path))
     _setup_key = key
     return broker
+
+
+# -- dramatiq's Prometheus middleware in the worker processes -----------------------------------
+
+
+def _prometheus(root: Any) -> Middleware:
+    """dramatiq's Prometheus middleware, writing prometheus-client multiprocess files under
+    ``<metrics dir>/dramatiq-<supervisor pid>/`` (the CLI forks its worker processes from
+    one supervisor), where ``/metrics`` (api/metrics.py) reads them. Its own exposition
+    server (a fork listening on :9191) is left out: one scrape endpoint, no port clash.
+    """
+    path = root / f"dramatiq-{os.getppid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["dramatiq_prom_db"] = str(path)  # noqa: SIM112 (dramatiq reads it at import)
+    from dramatiq.middleware import prometheus
+
+    prometheus.DB_PATH = str(path)  # and here if it was imported before
+
+    class Prometheus(prometheus.Prometheus):
+        def after_process_boot(self, broker: Broker) -> None:
+            # prometheus-client picks file-backed values when imported; pick again here in
+            # case something imported it before the directory was set.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()
+            super().after_process_boot(broker)
+
+        @property
+        def forks(self) -> list[Any]:
+            return []
+
+    return Prometheus()
 
 
 def start_embedded_worker(

@@ -19,6 +19,7 @@ from events.automation_event import AutomationEvent
 from events.credit_account import CreditAccount
 from events.execution import Execution
 from events.organization import Organization
+from events.provider_key import ProviderKey
 from events.workflow import Workflow
 from projections.formats import event_id, iso
 
@@ -111,6 +112,26 @@ def _received(app: Flowledger, event: AutomationEvent.Received) -> list[Outgoing
     ]
 
 
+def _limit_reached(app: Flowledger, event: ProviderKey.Paused) -> list[Outgoing]:
+    """`api_key.limit_reached`: a provider key's month reached its limit; it is paused."""
+    key: ProviderKey = app.repository.get(event.originator_id, version=event.originator_version)
+    data = {
+        "key_id": str(key.id),
+        "provider": key.provider,
+        "key_name": key.key_name,
+        "key_hint": key.key_hint,
+        "month": event.month,
+        "usage_current": event.cost_micros / 1_000_000,
+        "usage_limit_monthly": event.limit_micros / 1_000_000,
+        "paused_until": iso(event.until),
+    }
+    return [
+        Outgoing(
+            event_id(event), "api_key.limit_reached", key.organization_id, event.timestamp, data
+        )
+    ]
+
+
 def _as(kind: str, describe: Callable[[Flowledger, Any, str], list[Outgoing]]) -> Mapper:
     return lambda app, event: describe(app, event, kind)
 
@@ -130,6 +151,7 @@ MAPPERS: dict[type, Mapper] = {
     CreditAccount.Debited: _spent,
     CreditAccount.TransferredOut: _spent,
     AutomationEvent.Received: _received,
+    ProviderKey.Paused: _limit_reached,
 }
 #: The domain events the dispatcher routes to `workers.webhooks.fan_out`.
 ROUTED = tuple(MAPPERS)

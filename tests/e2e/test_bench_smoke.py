@@ -24,6 +24,11 @@ ROWS = (
     "commit -> executions read model",
     "idle Redis commands/s",
     "(6) gunicorn worker RSS",
+    "(12) projection rebuild, executions",
+    "same, every projection one after the other",
+    "(11a) raw read of the events table",
+    "(11b) audit verify",
+    "(11c) /audit/log pages of 1000",
 )
 
 

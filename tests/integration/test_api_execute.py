@@ -32,8 +32,7 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
 
 @pytest.fixture
 def acme(api: Harness) -> dict[str, Any]:
-    token = api.user("owner@example.com")
-    return {**api.organization(token, "acme"), "token": token}
+    return api.tenant("acme")
 
 
 def _execute(api: Harness, org: dict[str, Any], workflow: dict[str, Any], **body: Any) -> Any:

@@ -27,8 +27,7 @@ def api(
 @pytest.fixture
 def acme(api: Harness) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
-    token = api.user(f"owner-{suffix}@example.com")
-    return {**api.organization(token, f"acme-{suffix}"), "token": token}
+    return api.tenant(f"acme-{suffix}", f"owner-{suffix}@example.com")
 
 
 def test_runs_a_workflow_and_reads_it_back(api: Harness, acme: dict[str, Any]) -> None:

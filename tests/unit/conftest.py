@@ -23,14 +23,21 @@ def app(tmp_path: Path) -> Iterator[Flowledger]:
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def harness_options() -> dict[str, Any]:
+    """Settings the `api` harness starts with; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness_options: dict[str, Any]
+) -> Iterator[Harness]:
     fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
+    with Harness.start(tmp_path, **harness_options) as harness:
         yield harness
 
 
 @pytest.fixture
 def acme(api: Harness) -> dict[str, Any]:
     """An owner logged in (`token`) with the organization `acme` (the create answer)."""
-    token = api.user("owner@example.com")
-    return {**api.organization(token, "acme"), "token": token}
+    return api.tenant("acme")

@@ -11,8 +11,7 @@ from tests.unit.test_api_harness import Harness, assert_error
 
 @pytest.fixture
 def globex(api: Harness) -> dict[str, Any]:
-    token = api.user("globex@example.com")
-    return {**api.organization(token, "globex", plan_type="professional"), "token": token}
+    return api.tenant("globex", "globex@example.com", plan_type="professional")
 
 
 def _transfer(api: Harness, token: str, **body: Any) -> Any:

@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 from argon2 import PasswordHasher
+from dramatiq.brokers.stub import StubBroker
 from falcon import testing
 
 from api.app import Deps, create_app
@@ -79,7 +80,9 @@ class Harness:
             "read_your_writes_timeout": 5.0,
         }
         settings = Settings(**{**defaults, **overrides})
-        broker.setup(settings)  # before workers.execution declares its actors
+        stub = broker.setup(settings)  # before workers.execution declares its actors
+        if isinstance(stub, StubBroker):
+            stub.flush_all()  # the in-process broker is per process: no earlier test's messages
         app = Flowledger(settings)
         deps = Deps(settings=settings, app=app, db=app.db)
         if run_inline is not None:
@@ -152,6 +155,13 @@ class Harness:
         assert result.status_code == 201, result.text
         return result.json
 
+    def tenant(
+        self, tenant_id: str, email: str = "owner@example.com", plan_type: str = "starter"
+    ) -> dict[str, Any]:
+        """A new owner logged in (`token`) with a new organization (the create answer)."""
+        token = self.user(email)
+        return {**self.organization(token, tenant_id, plan_type), "token": token}
+
     def member(self, owner: str, org: dict[str, Any], email: str, role: str) -> str:
         token = self.user(email)
         path = f"/api/v1/organizations/{org['id']}/members"
@@ -186,13 +196,6 @@ def assert_error(result: testing.Result, status: int, code: str) -> dict[str, An
     assert error["code"] == code, error
     assert error["request_id"] == result.headers["X-Request-ID"]
     return error
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
 
 
 def test_the_harness_projects_what_the_api_writes(api: Harness) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -17,10 +16,8 @@ SECRET = "n8n-internal-secret"
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path, internal_secret=SECRET) as harness:
-        yield harness
+def harness_options() -> dict[str, Any]:
+    return {"internal_secret": SECRET}
 
 
 @pytest.fixture

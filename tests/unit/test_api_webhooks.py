@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from commands.webhook import note_endpoint_outcome, record_delivery_attempt
 from events.webhook_endpoint import WebhookEndpoint
-from tests.unit.test_api_harness import Harness, assert_error, fast_passwords
+from tests.unit.test_api_harness import Harness, assert_error
 
 ENDPOINTS = "/api/v1/webhooks/endpoints"
 DELIVERIES = "/api/v1/webhooks/deliveries"
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    fast_passwords(monkeypatch)
-    with Harness.start(tmp_path) as harness:
-        yield harness
 
 
 @pytest.fixture
