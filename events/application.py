@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import Recording
+from eventsourcing.persistence import Recording, Transcoder
 
+from events.codec import FastJSONTranscoder, FastUUIDAsHex
 from events.credit_account import CreditAccount
 from events.errors import NotFound
 from events.ids import index_id
@@ -51,6 +52,13 @@ class Flowledger(Application[UUID]):
         self._claims: dict[UUID, Index] = {}
         self._claims_lock = threading.Lock()
         self.last_saved_position = 0
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON format, decoded with orjson (`events/codec.py`)."""
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        transcoder.register(FastUUIDAsHex())  # replaces the library's `uuid_hex` reader
+        return transcoder
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         recordings = super().save(*objs, **kwargs)

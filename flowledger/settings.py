@@ -7,6 +7,7 @@ process with pydantic's message, which names the variable.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     # When set, `/metrics` wants `Authorization: Bearer <token>`; unset, it is open.
     metrics_token: str | None = None
+    # -- projection rebuilds (projections/rebuild.py) --
+    # Processes replaying a read model that can be split by key; 1 replays in one process.
+    rebuild_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=32)
+    # Below this many positions a rebuild replays in one process (spawning costs ~1 s).
+    rebuild_parallel_min: int = Field(50_000, ge=0)
 
     @field_validator("operator_emails", mode="before")
     @classmethod

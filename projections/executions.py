@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from uuid import uuid5
+from uuid import UUID, uuid5
 
 from events.credit_account import CreditAccount
 from events.execution import Execution
@@ -74,6 +74,28 @@ class ExecutionsProjection(Projection):
 
     name = "executions"
     tables = TABLES
+    by_originator = frozenset(
+        {
+            Execution.Queued,
+            Execution.Started,
+            Execution.AttemptMade,
+            Execution.Completed,
+            Execution.Failed,
+            Execution.TimedOut,
+            Execution.Cancelled,
+            Execution.Rejected,
+            Execution.Logged,
+        }
+    )
+
+    def partition_key(self, event: Any) -> UUID | None:
+        """An execution's row depends only on its own events and the refunds naming it; the
+        workflow-name lookup table goes with no key."""
+        if type(event) not in ROW_EVENTS:
+            return None
+        if isinstance(event, CreditAccount.Refunded):
+            return event.execution_id
+        return event.originator_id
 
     def process(self, cur: Cursor, items: Sequence[Item]) -> None:
         keys = [_key(item.event) for item in items if type(item.event) in ROW_EVENTS]

@@ -6,7 +6,11 @@ PostgreSQL: the new version is built BESIDE the live one, in a schema of its own
 first, so the projection's own unqualified DDL and DML land there and no projection needs
 rebuild code. The log is replayed in big transactions (commit off the WAL's critical path,
 since a crash only loses the shadow) while the live projector and the API go on with the
-live tables. The switch is ONE transaction: `LOCK TABLE ... ACCESS EXCLUSIVE` on the live
+live tables. Rows the shadow cannot hold yet go in by `COPY`, known from a `RowMemory` of
+what this replay wrote (so no batch waits on a `SELECT`). A projection whose rows each
+depend on one key (`Projection.by_originator`, `partition_key`) is replayed by
+`rebuild_workers` processes at once, each over its share of the keys (`Partition`), when
+the log is long enough to repay starting them (`rebuild_parallel_min`). The switch is ONE transaction: `LOCK TABLE ... ACCESS EXCLUSIVE` on the live
 tables (it waits for the live projector's transaction in flight and holds readers for the
 few milliseconds the switch takes), the live tracking position P read under `FOR UPDATE`,
 the shadow caught up to exactly P, then the live tables moved out
@@ -29,6 +33,9 @@ events, wait for it (up to their busy timeout), so run it when the application i
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
 import queue
 import sqlite3
 import threading
@@ -42,10 +49,12 @@ import structlog
 from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
-from flowledger import failpoints
+from flowledger import failpoints, logs
 from flowledger.db import Cursor, pg_cursor
 from flowledger.leader import lock_key
-from projections.runner import TRACKING, Item, Projection, position
+from flowledger.settings import Settings
+from projections.rows import RowMemory
+from projections.runner import TRACKING, Item, Projection, position, topic_of
 
 log = structlog.get_logger()
 
@@ -113,21 +122,35 @@ def format_status(report: dict[str, Any]) -> str:
 # -- reading the log -------------------------------------------------------------------------
 
 
+Select = Callable[[int, int, int], Sequence[Notification]]  # (after, limit, stop) → a batch
+
+
 def read_log(
-    app: Flowledger, topics: Sequence[str], start: int, stop: int, batch: int = READ_BATCH
+    app: Flowledger,
+    topics: Sequence[str],
+    start: int,
+    stop: int,
+    batch: int = READ_BATCH,
+    select: Select | None = None,
 ) -> Iterator[list[Notification]]:
     """The notifications of `topics` in (start, stop], in batches, read one batch ahead in a
-    thread (psycopg waits for PostgreSQL without the GIL, so reading overlaps applying)."""
+    thread (psycopg waits for PostgreSQL without the GIL, so reading overlaps applying).
+    `select` replaces the recorder's own read (a partition's share of the log)."""
     ahead: queue.Queue[list[Notification] | BaseException | None] = queue.Queue(maxsize=2)
     stopped = threading.Event()
+
+    def recorder_select(after: int, limit: int, until: int) -> Sequence[Notification]:
+        return app.recorder.select_notifications(
+            start=after, limit=limit, stop=until, topics=list(topics), inclusive_of_start=False
+        )
+
+    read = select or recorder_select
 
     def reader() -> None:
         at = start
         try:
             while at < stop and not stopped.is_set():
-                got = app.recorder.select_notifications(
-                    start=at, limit=batch, stop=stop, topics=list(topics), inclusive_of_start=False
-                )
+                got = read(at, batch, stop)
                 if not got:
                     break
                 ahead.put(list(got))
@@ -158,17 +181,22 @@ def replay(
     stop: int,
     progress: Progress | None = None,
     commit: Callable[[], None] | None = None,
+    partition: Partition | None = None,
 ) -> int:
     """Apply the events in (start, stop] to `cur`'s tables; returns how many were applied.
 
-    `commit()` is called about every `COMMIT_EVERY` positions (big transactions).
+    `commit()` is called about every `COMMIT_EVERY` positions (big transactions). With a
+    `partition`, only the events of its keys are read and applied.
     """
     applied = 0
     done = start
     since_commit = 0
     to_domain_event = app.mapper.to_domain_event
-    for notifications in read_log(app, sorted(projection.topics), start, stop):
+    select = None if partition is None else partition.select(app, projection)
+    for notifications in read_log(app, sorted(projection.topics), start, stop, select=select):
         items = [Item(n.id, to_domain_event(n), n) for n in notifications]
+        if partition is not None:
+            items = [item for item in items if partition.owns(projection, item.event)]
         projection.process(cur, items)
         applied += len(items)
         last = notifications[-1].id
@@ -176,13 +204,125 @@ def replay(
         if progress is not None:
             progress(last - done)
         done = last
-        failpoints.hit("rebuild.after_batch")  # crash tests: killed in the middle
+        if partition is None:  # a partition process is not the rebuild: its parent is
+            failpoints.hit("rebuild.after_batch")  # crash tests: killed in the middle
         if commit is not None and since_commit >= COMMIT_EVERY:
             commit()
             since_commit = 0
     if progress is not None and stop > done:
         progress(stop - done)
     return applied
+
+
+# -- partitions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One of `count` shares of a projection's keys, replayed by a process of its own.
+
+    A key belongs to partition `last byte of the UUID % count`: the same rule in SQL (so a
+    partition reads only its share of the events keyed by their own aggregate) and here (for
+    events whose key is in their data, such as a refund naming its execution, which every
+    partition reads and each keeps only its own). Events of no key go to partition 0.
+    """
+
+    index: int
+    count: int
+
+    def owns(self, projection: Projection, event: Any) -> bool:
+        key = projection.partition_key(event)
+        if key is None:
+            return self.index == 0
+        return key.bytes[15] % self.count == self.index
+
+    def select(self, app: Flowledger, projection: Projection) -> Select:
+        table = app.recorder.events_table_name  # type: ignore[attr-defined]
+        keyed = sorted(topic_of(c) for c in projection.by_originator)
+        shared = sorted(projection.topics - set(keyed))
+        sql = (
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            f" FROM {table} WHERE notification_id > %s AND notification_id <= %s"
+            " AND (topic = ANY(%s) OR (topic = ANY(%s)"
+            " AND get_byte(uuid_send(originator_id), 15) %% %s = %s))"
+            " ORDER BY notification_id LIMIT %s"
+        )
+
+        def select(after: int, limit: int, until: int) -> list[Notification]:
+            # A window of positions per query: PostgreSQL cannot estimate the hash filter,
+            # and over an open range it scans and sorts everything left for every batch.
+            rows: list[dict[str, Any]] = []
+            while not rows and after < until:
+                upper = min(until, after + limit * self.count)
+                rows = app.db.query(
+                    sql, (after, upper, shared, keyed, self.count, self.index, limit)
+                )
+                after = upper
+            return [
+                Notification(
+                    id=r["notification_id"],
+                    originator_id=r["originator_id"],
+                    originator_version=r["originator_version"],
+                    topic=r["topic"],
+                    state=bytes(r["state"]),
+                )
+                for r in rows
+            ]
+
+        return select
+
+
+def partitions_for(app: Flowledger, projection: Projection, positions: int) -> int:
+    """How many processes should replay `positions` positions of `projection`: 1 unless it
+    can be split by key and the replay is long enough to repay spawning the processes."""
+    settings = app.settings
+    if not projection.by_originator or positions < settings.rebuild_parallel_min:
+        return 1
+    return settings.rebuild_workers
+
+
+def _replay_partition(
+    settings: Settings,
+    name: str,
+    search_path: str,
+    start: int,
+    stop: int,
+    partition: Partition,
+    positions: Any,
+    applied: Any,
+    parent: int,
+) -> None:
+    """A partition process (spawned): replay its share of (start, stop] into the shadow."""
+    from projections import all_projections
+
+    logs.configure(settings.log_format, settings.log_level)
+    app = Flowledger(settings)
+    projection = next(p for p in all_projections() if p.name == name)
+
+    def progress(advanced: int) -> None:
+        positions[partition.index] += advanced
+        if os.getppid() != parent:  # the rebuild died: its shadow is dropped by the next run
+            os._exit(1)
+
+    try:
+        with app.db.dedicated_connection(dict_rows=True) as conn:
+            conn.execute(
+                "SELECT set_config('application_name', %s, false)",
+                (f"flowledger-rebuild-{name}-{partition.index}",),
+            )
+            conn.execute(f"SET search_path TO {search_path}")
+            conn.execute("SET synchronous_commit TO off")
+            with _transactions(conn) as commit:
+                # From position 0 the shadow's tables were empty and its keys are its alone.
+                cur = _RebuildCursor(conn, RowMemory() if start == 0 else None)
+                count = replay(app, projection, cur, start, stop, progress, commit, partition)
+            applied[partition.index] = count
+    except BaseException:
+        log.exception("rebuild.partition_failed", name=name, partition=partition.index)
+        raise
+    finally:
+        app.close()
+        app.db.close()
 
 
 # -- rebuild ---------------------------------------------------------------------------------
@@ -235,18 +375,19 @@ class _PgRebuild:
             offline = _try_lock(conn, self.name)  # no live projector: keep it away meanwhile
             target = self._head() if offline else position(self.db, self.name)
             built, events = 0, 0
+            memory: RowMemory | None = RowMemory()  # every row of the fresh shadow tables
             indexes: list[str] | None = self._defer_indexes(conn)
             while True:
-                with self._transactions(conn) as commit, conn.pipeline():
-                    events += replay(
-                        self.app,
-                        self.projection,
-                        _PipelinedCursor(conn),
-                        built,
-                        target,
-                        self.progress,
-                        commit,
-                    )
+                count = partitions_for(self.app, self.projection, target - built)
+                if count > 1:
+                    events += self._replay_parallel(live, built, target, count)
+                    memory = None  # the partitions wrote rows this process never saw
+                else:
+                    with _transactions(conn) as commit:
+                        cur = _RebuildCursor(conn, memory)
+                        events += replay(
+                            self.app, self.projection, cur, built, target, self.progress, commit
+                        )
                 built = target
                 if indexes is not None:  # once, after the bulk of the rows
                     self._create_indexes(conn, indexes, tables)
@@ -269,7 +410,7 @@ class _PgRebuild:
         conn.execute(f'DROP SCHEMA IF EXISTS "{self.retired}" CASCADE')  # a previous run's
         conn.execute(f'DROP SCHEMA IF EXISTS "{self.shadow}" CASCADE')
         conn.execute(f'CREATE SCHEMA "{self.shadow}"')
-        conn.execute(f'SET search_path TO "{self.shadow}", "{live}"')
+        conn.execute(f"SET search_path TO {self._search_path(live)}")
         conn.execute("SET synchronous_commit TO off")  # a lost shadow is rebuilt, never read
         with conn.transaction():
             for statement in self.projection.tables:
@@ -280,6 +421,56 @@ class _PgRebuild:
             (self.shadow,),
         ).fetchall()
         return [row["table_name"] for row in rows]
+
+    def _search_path(self, live: str) -> str:
+        """The shadow first: the projection's unqualified tables are the shadow's."""
+        return f'"{self.shadow}", "{live}"'
+
+    def _replay_parallel(self, live: str, start: int, stop: int, count: int) -> int:
+        """Replay (start, stop] into the shadow in `count` partition processes; the events
+        applied. Progress is the slowest partition's position; a failed partition fails the
+        rebuild (the others are killed; nothing live changed)."""
+        ctx = multiprocessing.get_context("spawn")
+        positions = ctx.Array("q", [start] * count, lock=False)
+        applied = ctx.Array("q", [0] * count, lock=False)
+        shared = (self.app.settings, self.name, self._search_path(live), start, stop)
+        processes = [
+            ctx.Process(
+                target=_replay_partition,
+                args=(*shared, Partition(i, count), positions, applied, os.getpid()),
+                name=f"rebuild-{self.name}-{i}",
+                daemon=True,
+            )
+            for i in range(count)
+        ]
+        log.info("rebuild.parallel", name=self.name, partitions=count, start=start, stop=stop)
+        for process in processes:
+            process.start()
+        failpoints.hit("rebuild.partitions_started")  # crash tests: orphans must stop
+        reported = start
+        try:
+            while any(p.is_alive() for p in processes):
+                failed = [p for p in processes if p.exitcode not in (None, 0)]
+                if failed:
+                    break
+                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.2)
+                low = min(positions)
+                if low > reported:
+                    if self.progress is not None:
+                        self.progress(low - reported)
+                    reported = low
+                    failpoints.hit("rebuild.after_batch")  # crash tests: killed in the middle
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+                process.join()
+        codes = [p.exitcode for p in processes]
+        if any(code != 0 for code in codes):
+            raise RuntimeError(f"a partition of the rebuild of {self.name} failed: exits {codes}")
+        if self.progress is not None and stop > reported:
+            self.progress(stop - reported)
+        return sum(applied)
 
     def _defer_indexes(self, conn: Any) -> list[str]:
         """Drop the shadow's secondary indexes, to be created once the rows are in (much
@@ -300,22 +491,6 @@ class _PgRebuild:
             conn.execute(statement)
         for table in tables:  # fresh statistics, so the switched-in tables plan well at once
             conn.execute(f'ANALYZE "{self.shadow}"."{table}"')
-
-    @contextmanager
-    def _transactions(self, conn: Any) -> Iterator[Callable[[], None]]:
-        """Big transactions: `commit()` ends one and begins the next."""
-        conn.execute("BEGIN")
-        try:
-
-            def commit() -> None:
-                conn.execute("COMMIT")
-                conn.execute("BEGIN")
-
-            yield commit
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def _switch_retrying(
         self, conn: Any, live: str, tables: list[str], built: int, offline: bool
@@ -376,35 +551,52 @@ class _PgRebuild:
         return target, events
 
 
-class _PipelinedCursor:
-    """A `Cursor` in psycopg's pipeline mode: writes are sent without waiting for their
-    results, so PostgreSQL applies a batch while Python decodes and folds the next one; a
-    read waits (its rows are needed). Errors surface at the next read or at the end."""
+class _RebuildCursor:
+    """The rebuild's `Cursor` on its dedicated connection: new rows go in by `COPY` (see
+    `RowMemory`), the few rows seen before by pipelined upserts."""
 
     dialect = "postgres"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, row_memory: RowMemory | None = None) -> None:
         self._conn = conn
+        # Only for tables this cursor's rebuild alone has written since they were created.
+        self.row_memory = row_memory
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        import psycopg
-
         with self._conn.cursor() as cur:
             cur.execute(sql, params or None)
-            try:
-                return list(cur.fetchall())
-            except psycopg.ProgrammingError:  # the statement returns no rows
-                return []
+            return list(cur.fetchall()) if cur.description else []
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            with self._conn.cursor() as cur:
+            with self._conn.pipeline(), self._conn.cursor() as cur:
                 cur.executemany(sql, rows)
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """`COPY` cannot run in pipeline mode: the same rows as pipelined `INSERT`s."""
-        marks = ", ".join(["%s"] * len(columns))
-        self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        if rows:
+            with (
+                self._conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+
+
+@contextmanager
+def _transactions(conn: Any) -> Iterator[Callable[[], None]]:
+    """Big transactions: `commit()` ends one and begins the next."""
+    conn.execute("BEGIN")
+    try:
+
+        def commit() -> None:
+            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+
+        yield commit
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _try_lock(conn: Any, name: str) -> bool:

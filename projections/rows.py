@@ -19,6 +19,48 @@ from projections.formats import dumps, loads
 CHUNK = 500  # keys per `IN (...)`: well under SQLite's limit of bound parameters
 
 
+class RowMemory:
+    """The rows a sole writer of some tables wrote, kept across batches (a rebuild).
+
+    A rebuild fills its own fresh tables and nobody else writes them, so a row it wrote
+    recently is in memory and a key it never wrote is not in the table: `Rows.load` then
+    asks PostgreSQL only for rows written long ago and evicted here. Without that `SELECT`
+    per batch, the pipelined writes never wait (a read in pipeline mode waits for every write
+    sent before it). Up to `capacity` rows per table are kept, the most recently written.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self.recent: dict[str, dict[str, dict[str, Any]]] = {}  # table → key → row
+        self.written: dict[str, set[str]] = {}  # table → every key in it
+
+    def unknown(self, table: str, keys: list[str], into: dict[str, dict[str, Any]]) -> list[str]:
+        """Put the remembered rows of `keys` into `into`; the keys only the table has."""
+        recent = self.recent.get(table, {})
+        written = self.written.get(table, set())
+        missing = []
+        for key in keys:
+            row = recent.get(key)
+            if row is not None:
+                into[key] = row
+            elif key in written:
+                missing.append(key)
+        return missing
+
+    def wrote(self, table: str, rows: dict[str, dict[str, Any]], deleted: set[str]) -> None:
+        recent = self.recent.setdefault(table, {})
+        written = self.written.setdefault(table, set())
+        for key in deleted:
+            recent.pop(key, None)
+            written.discard(key)
+        for key, row in rows.items():
+            recent.pop(key, None)  # re-inserted last: the dict keeps write order
+            recent[key] = row
+            written.add(key)
+        for key in list(recent)[: max(0, len(recent) - self.capacity)]:
+            del recent[key]
+
+
 class Rows:
     """The rows of `table` keyed by `key`; `json` columns are held decoded."""
 
@@ -30,12 +72,19 @@ class Rows:
         self.key = key
         self.json = frozenset(json)
         self.rows: dict[str, dict[str, Any]] = {}
+        self.stored: set[str] = set()  # keys the table already holds (loaded or remembered)
         self.changed: dict[str, None] = {}  # an ordered set
         self.deleted: set[str] = set()
+        # A rebuild's cursor remembers what it wrote (see RowMemory); others have none.
+        self.memory: RowMemory | None = getattr(cur, "row_memory", None)
         self.load(keys)
 
     def load(self, keys: Iterable[Any]) -> None:
         wanted = sorted({str(k) for k in keys} - self.rows.keys())
+        if self.memory is not None:
+            asked = wanted
+            wanted = self.memory.unknown(self.table, asked, self.rows)
+            self.stored.update(k for k in asked if k in self.rows)
         if not wanted:
             return
         if self.cur.dialect == "postgres":  # one array parameter: no query of 5,000 `%s`
@@ -53,7 +102,9 @@ class Rows:
         for row in found:
             for name in self.json:
                 row[name] = loads(row[name])
-            self.rows[str(row[self.key])] = row
+            key = str(row[self.key])
+            self.rows[key] = row
+            self.stored.add(key)
 
     def get(self, key: Any) -> dict[str, Any] | None:
         return self.rows.get(str(key))
@@ -84,13 +135,19 @@ class Rows:
 
     def write(self) -> None:
         """Delete the deleted rows, then upsert every changed row; rows of the same columns
-        go in one `executemany`."""
+        go in one `executemany`. With a `RowMemory` (a rebuild), rows the table is known not
+        to hold go in by `COPY` instead, several times cheaper for PostgreSQL."""
+        bulk = self.memory is not None
+        if self.memory is not None:
+            self.memory.wrote(self.table, {k: self.rows[k] for k in self.changed}, self.deleted)
         if self.deleted:
             self.cur.executemany(
                 f"DELETE FROM {self.table} WHERE {self.key} = %s", [[k] for k in self.deleted]
             )
+            self.stored -= self.deleted
             self.deleted.clear()
-        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        upserts: dict[tuple[str, ...], list[list[Any]]] = {}
+        copies: dict[tuple[str, ...], list[list[Any]]] = {}
         for key in self.changed:
             row = self.rows[key]
             names = tuple(row)
@@ -98,8 +155,11 @@ class Rows:
             for i, name in enumerate(names):
                 if name in self.json:
                     values[i] = dumps(values[i])
-            groups.setdefault(names, []).append(values)
-        for names, values in groups.items():
+            fresh = bulk and key not in self.stored
+            (copies if fresh else upserts).setdefault(names, []).append(values)
+        for names, values in copies.items():
+            self.cur.copy_rows(self.table, names, values)
+        for names, values in upserts.items():
             updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != self.key)
             self.cur.executemany(
                 f"INSERT INTO {self.table} ({', '.join(names)})"
@@ -107,4 +167,5 @@ class Rows:
                 f" ON CONFLICT ({self.key}) DO UPDATE SET {updates}",
                 values,
             )
+        self.stored.update(self.changed)
         self.changed.clear()

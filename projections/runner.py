@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import Notification
@@ -65,6 +66,17 @@ class Projection:
         cls.topics = frozenset(topic_of(c) for c in cls.handlers)
 
     topics: ClassVar[frozenset[str]] = frozenset()
+
+    #: For parallel rebuilds (`projections/rebuild.py`): a projection whose rows each depend
+    #: on the events of one key names the event classes keyed by their own aggregate here
+    #: (a rebuild partition then reads only its share of those, filtered in SQL), and
+    #: `partition_key` gives every handled event's key. Empty: replayed in one process.
+    by_originator: ClassVar[frozenset[type]] = frozenset()
+
+    def partition_key(self, event: Any) -> UUID | None:
+        """The key whose rows `event` changes; None for rows every key shares (replayed by
+        the first partition only)."""
+        return None
 
     def process(self, cur: Cursor, items: Sequence[Item]) -> None:
         for item in items:

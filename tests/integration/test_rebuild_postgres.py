@@ -80,21 +80,34 @@ def leftover_schemas(app: Flowledger) -> list[str]:
     return sorted(r["schema_name"] for r in rows)
 
 
-@pytest.mark.parametrize("failpoint", ["rebuild.after_batch:2", "rebuild.before_switch_commit:1"])
+#: Replay `executions` in 3 partition processes however short the log (`partitions_for`).
+PARALLEL = {"FLOWLEDGER_REBUILD_PARALLEL_MIN": "0", "FLOWLEDGER_REBUILD_WORKERS": "3"}
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "parallel"),
+    [
+        ("rebuild.after_batch:2", False),
+        ("rebuild.before_switch_commit:1", False),
+        ("rebuild.partitions_started:1", True),  # killed while its partitions replay
+    ],
+)
 def test_a_killed_rebuild_leaves_the_live_model_untouched_and_a_rerun_succeeds(
-    app: Flowledger, tmp_path: Path, failpoint: str
+    app: Flowledger, tmp_path: Path, failpoint: str, parallel: bool
 ) -> None:
     varied_log(app, 12_000)
     project(app)
     live = tables(app.db)
     url = app.settings.database_url
+    env = {**(PARALLEL if parallel else {}), "FLOWLEDGER_FAILPOINT": failpoint}
 
-    killed = flowledger(url, tmp_path, "projections", "rebuild", "executions",
-                        FLOWLEDGER_FAILPOINT=failpoint)  # fmt: skip
+    killed = flowledger(url, tmp_path, "projections", "rebuild", "executions", **env)
 
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert tables(app.db) == live
     assert leftover_schemas(app) == ["flowledger_rebuild_executions"]
+    if parallel:  # the orphaned partitions notice and stop (or finish), holding nothing
+        until(lambda: _rebuild_sessions(app) == 0, timeout=60, what="orphaned partitions")
 
     again = flowledger(url, tmp_path, "projections", "rebuild")
 
@@ -200,7 +213,7 @@ def test_rebuild_while_serving_reads_and_writing_events_gives_identical_rows(
             writer = threading.Thread(target=_write, args=(app, org, workflow, writing))
             with Readers(f"{stack.url}/api/v1", token) as readers:
                 writer.start()
-                rebuilt = flowledger(url, tmp_path, "projections", "rebuild")
+                rebuilt = flowledger(url, tmp_path, "projections", "rebuild", **PARALLEL)
                 writing.set()
                 writer.join(timeout=60)
                 _caught_up(app)
@@ -209,6 +222,7 @@ def test_rebuild_while_serving_reads_and_writing_events_gives_identical_rows(
             for projection in all_projections():
                 assert f"{projection.name}: rebuilt at position" in rebuilt.stdout
             assert "(online)" in rebuilt.stdout  # the live projector ran throughout
+            assert "rebuild.parallel" in rebuilt.stdout + rebuilt.stderr  # in partitions
             assert readers.failures == []
             assert len(readers.statuses) >= 100
             written = app.db.one("SELECT COUNT(*) AS n FROM executions WHERE organization_id = %s",
@@ -248,6 +262,16 @@ def _write(app: Flowledger, org: Org, workflow: Any, stop: threading.Event) -> N
         run(app, org, workflow, outcomes[n % len(outcomes)])
         n += 1
         stop.wait(0.01)
+
+
+def _rebuild_sessions(app: Flowledger) -> int:
+    """Connections of partition processes still open."""
+    row = app.db.one(
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE %s",
+        ("flowledger-rebuild-%",),
+    )
+    return int(row["n"]) if row else 0
 
 
 def _caught_up(app: Flowledger) -> None:

@@ -1,0 +1,103 @@
+"""The library's JSON transcoder, decoding with orjson.
+
+Every load of an aggregate, every projector batch and every rebuild decodes stored events;
+with the library's `JSONTranscoder` that is `json` plus a Python `object_hook` called for
+every dict, about two thirds of a replayed event's decoding. This transcoder writes exactly
+what the library writes (its `encode` is inherited), and reads the same objects back:
+
+* orjson parses the bytes (C, several times faster than `json`);
+* the library's `{"_type_": name, "_data_": data}` wrappers are then turned back into their
+  objects. Event states keep them at the top level (the timestamp, ids), so those are
+  converted in place; when the raw bytes hold more `"_type_"` keys than were converted there
+  (a wrapper nested in a payload, or a user's own `_type_` key), the whole tree is walked
+  bottom-up as the library's hook would have done;
+* what orjson reads differently or refuses goes to the library: NaN and infinities (refused),
+  and integers of 19 digits or more (orjson turns those beyond 64 bits into floats), found
+  by one scan of the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, SafeUUID
+
+import orjson
+from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredError, UUIDAsHex
+
+_NEEDLE = b'"_type_"'
+_CONTAINERS = (dict, list)
+# Digits to "9", everything else to " ": a run of 19 digits is then one substring search
+# (five times cheaper than a regular expression; a run inside a string only costs a
+# fallback to the library).
+_DIGITS = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"9" * 19
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    def decode(self, data: bytes) -> Any:
+        if _LONG_RUN in data.translate(_DIGITS):
+            return super().decode(data)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return super().decode(data)
+        wrapped = data.count(_NEEDLE)
+        if not wrapped:
+            return obj
+        if type(obj) is dict and self._top_level(obj) == wrapped:
+            return obj
+        return self._walk(obj)
+
+    def _top_level(self, obj: dict[str, Any]) -> int:
+        """Convert the top-level wrappers whose data is a plain value; how many."""
+        converted = 0
+        for key, value in obj.items():
+            if (
+                type(value) is dict
+                and len(value) == 2
+                and "_type_" in value
+                and "_data_" in value
+                and type(value["_data_"]) not in _CONTAINERS
+            ):
+                obj[key] = self._unwrap(value)
+                converted += 1
+        return converted
+
+    def _walk(self, value: Any) -> Any:
+        """The library's object hook, applied bottom-up to every dict of the tree."""
+        if type(value) is list:
+            for i, item in enumerate(value):
+                if type(item) in _CONTAINERS:
+                    value[i] = self._walk(item)
+            return value
+        for key, item in value.items():
+            if type(item) in _CONTAINERS:
+                value[key] = self._walk(item)
+        if len(value) == 2 and "_type_" in value and "_data_" in value:
+            return self._unwrap(value)
+        return value
+
+    def _unwrap(self, value: dict[str, Any]) -> Any:
+        try:
+            transcoding = self.names[value["_type_"]]
+        except KeyError as e:
+            msg = (
+                f"Data serialized with name '{value['_type_']}' is not deserializable. "
+                "Please register a custom transcoding for this type."
+            )
+            raise TranscodingNotRegisteredError(msg) from e
+        return transcoding.decode(value["_data_"])
+
+
+class FastUUIDAsHex(UUIDAsHex):
+    """The library's `uuid_hex`, read back without `UUID.__init__`'s string handling (a
+    third of decoding an event with three ids). Anything but 32 letters and digits goes
+    through `UUID` itself, so what it refuses is still refused."""
+
+    def decode(self, data: str) -> UUID:
+        if len(data) != 32 or not data.isalnum():
+            return UUID(data)
+        value = object.__new__(UUID)
+        object.__setattr__(value, "int", int(data, 16))  # ValueError for non-hex, as UUID
+        object.__setattr__(value, "is_safe", SafeUUID.unknown)
+        return value
