@@ -40,6 +40,7 @@ class Flowledger(Application[UUID]):
             **settings.postgres_env(),
             "AGGREGATE_CACHE_MAXSIZE": "20000",
             "AGGREGATE_CACHE_FASTFORWARD": "y",
+            "MAPPER_TOPIC": "events.codec:FastMapper",  # the library's, with lookups cached
         }
         self.settings = settings
         self.db = db or Database(settings)

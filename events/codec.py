@@ -18,11 +18,20 @@ what the library writes (its `encode` is inherited), and reads the same objects 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID, SafeUUID
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredError, UUIDAsHex
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    TranscodingNotRegisteredError,
+    UUIDAsHex,
+    find_id_convertor,
+)
 
 _NEEDLE = b'"_type_"'
 _CONTAINERS = (dict, list)
@@ -101,3 +110,38 @@ class FastUUIDAsHex(UUIDAsHex):
         object.__setattr__(value, "int", int(data, 16))  # ValueError for non-hex, as UUID
         object.__setattr__(value, "is_safe", SafeUUID.unknown)
         return value
+
+
+class FastMapper(Mapper[UUID]):
+    """The library's `Mapper`, with what it looks up for every event (the class of a topic,
+    its id converter and class version) looked up once per topic. Ciphers, compressors and
+    versioned (upcast) events take the library's own path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known: dict[str, tuple[type, Callable[[Any], Any]]] = {}
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        known = self._known.get(stored_event.topic)
+        if known is None or self.cipher or self.compressor:
+            return self._first(stored_event)
+        try:
+            state = self.transcoder.decode(stored_event.state)
+        except Exception:  # the library's own error, with its message
+            return super().to_domain_event(stored_event)
+        if "class_version" in state:
+            return super().to_domain_event(stored_event)
+        cls, id_convertor = known
+        state["originator_id"] = id_convertor(stored_event.originator_id)
+        state["originator_version"] = stored_event.originator_version
+        event: Any = object.__new__(cls)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+    def _first(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        event = super().to_domain_event(stored_event)
+        cls = type(event)
+        if getattr(cls, "class_version", 1) == 1 and not (self.cipher or self.compressor):
+            convertor = find_id_convertor(cls, type(stored_event.originator_id))  # type: ignore[arg-type]
+            self._known[stored_event.topic] = (cls, convertor)
+        return event
