@@ -14,6 +14,7 @@ with (1): both then have the event store to themselves.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bench import load
@@ -31,6 +32,7 @@ def measure(ctx: Context, seconds: float, connections: int) -> dict[str, Any]:
     log = EventLog(ctx)
     try:
         url = f"{ctx.api}/workflows/{ctx.tenant.workflow_id}/execute"
+        transactions = log.transactions()
         cpu = ctx.cpu()
         result = load.hammer(url, {"input": {"bench": "accept"}},
                              {"X-API-Key": ctx.tenant.api_key},
@@ -39,12 +41,17 @@ def measure(ctx: Context, seconds: float, connections: int) -> dict[str, Any]:
         used = cpu.stop()
         log.refresh()
         accepted = result.count(202)
+        time.sleep(1.5)  # PostgreSQL flushes its transaction statistics about once a second
+        committed = log.transactions()["commits"] - transactions["commits"]
         return {
             "cpu_percent_of_one_core": used,
             "cpu_ms_per_execution": per_execution(used, accepted / result.seconds),
             "accepted_per_s": round(accepted / result.seconds, 1),
             "accepted": accepted,
             "queued_in_log": log.count(QUEUED),
+            "committed_transactions_per_execution": round(committed / accepted, 1)
+            if accepted
+            else None,
             "connections": connections,
             "load": result.as_dict(),
         }

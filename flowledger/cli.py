@@ -61,17 +61,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _follow(settings: Settings, *, dispatcher: bool, names: list[str]) -> int:
     from events.application import Flowledger
-    from flowledger.processes import projection_followers, run_followers, stop_on_signals
+    from flowledger.processes import Loop, projection_followers, run_followers, stop_on_signals
     from workers import broker
 
     broker.setup(settings)
     app = Flowledger(settings)
+    followers: list[Loop]
     if dispatcher:
         from workers.dispatcher import dispatcher as make_dispatcher
 
         followers = [make_dispatcher(app)]
     else:
-        followers = projection_followers(app, names)
+        try:
+            followers = list(projection_followers(app, names))  # one follower for them all
+        except ValueError as e:
+            print(f"flowledger: {e}", file=sys.stderr)
+            app.close()
+            return 2
     done = stop_on_signals(followers)
     threads = run_followers(followers)
     if dispatcher:

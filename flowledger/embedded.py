@@ -1,9 +1,9 @@
 """`flowledger run`: the whole system in one process, with no server to install.
 
 SQLite event store and read models in `./var/`, Dramatiq's in-process StubBroker with
-worker threads, the dispatcher and the projection runners as threads (woken in-process,
-since the SQLite recorder cannot subscribe), the scheduler as a thread, and a threaded WSGI
-server for the API.
+worker threads, the dispatcher and one follower for all the projections as threads (woken
+in-process, since the SQLite recorder cannot subscribe), the scheduler as a thread, and a
+threaded WSGI server for the API.
 """
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ class Embedded:
         import workers.actors  # noqa: F401  (declares the actors on that broker)
         from api.app import Deps, create_app
         from events.application import Flowledger
-        from flowledger.processes import projection_followers, run_followers
+        from flowledger.processes import Loop, projection_followers, run_followers
         from workers import context
         from workers.dispatcher import dispatcher
         from workers.scheduler import Scheduler
 
         self.app = Flowledger(settings)
         context.use(self.app)
-        self.followers = [dispatcher(self.app), *projection_followers(self.app)]
+        # Two followers of the log: the dispatcher and one for every projection.
+        self.followers: list[Loop] = [dispatcher(self.app), *projection_followers(self.app)]
         self.scheduler = Scheduler(self.app)
         self.threads = run_followers([*self.followers, self.scheduler])
         self.worker = broker.start_embedded_worker(self.broker, threads=8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,3 +44,21 @@ def leadership(
             log.info("leader.standby", name=name)
             stopped.wait(retry_every)
         yield conn
+
+
+def try_locks(conn: Any, names: Iterable[str]) -> list[str]:
+    """Take whichever of the locks of `names` are free, in one round trip on `conn` (which
+    then holds them for its session), in sorted order; returns the names taken.
+
+    A projector group leads each of its projections separately: a projection led by another
+    copy (or held by an offline rebuild) stays with it, and the group retries it later.
+    """
+    wanted = sorted(set(names))
+    if not wanted:
+        return []
+    rows = conn.execute(
+        "SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) "
+        "ORDER BY i",
+        ([lock_key(n) for n in wanted],),
+    ).fetchall()
+    return [name for name, row in zip(wanted, rows, strict=True) if row[0]]

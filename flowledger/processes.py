@@ -10,13 +10,14 @@ from typing import Protocol
 import structlog
 
 from events.application import Flowledger
-from projections.runner import Follower, projection_follower
+from projections.runner import ProjectionGroup
 
 log = structlog.get_logger()
 
 
 class Loop(Protocol):
-    """A long-running loop with one active copy: a `Follower` or the `Scheduler`."""
+    """A long-running loop with one active copy: a `Follower`, a `ProjectionGroup` or the
+    `Scheduler`."""
 
     name: str
     stopped: threading.Event
@@ -26,13 +27,18 @@ class Loop(Protocol):
     def stop(self) -> None: ...
 
 
-def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Follower]:
+def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[ProjectionGroup]:
+    """The projector's loop: ONE follower (a `ProjectionGroup`) for the projections `names`
+    (all when empty), which reads the log once per batch and applies them all in one
+    transaction. A list, so it runs beside the dispatcher's follower the same way."""
     from projections import all_projections  # the read models, imported when needed
 
     wanted = set(names)
-    return [
-        projection_follower(app, p) for p in all_projections() if not wanted or p.name in wanted
-    ]
+    projections = [p for p in all_projections() if not wanted or p.name in wanted]
+    unknown = wanted - {p.name for p in projections}
+    if unknown:
+        raise ValueError(f"no such projection: {', '.join(sorted(unknown))}")
+    return [ProjectionGroup(app, projections)] if projections else []
 
 
 def run_followers(followers: Sequence[Loop]) -> list[threading.Thread]:

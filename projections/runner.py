@@ -8,6 +8,12 @@ in one transaction (exactly-once), the dispatcher records the position after sen
 (at-least-once). It wakes on the recorder's Postgres NOTIFY (`LISTEN stored_events`) or, in
 the embedded mode, on the application's in-process condition; the timeout below is only a
 safety net. One active copy per name holds a Postgres advisory lock; others wait as standby.
+
+The projector runs all its projections as one `ProjectionGroup`: one read of the log per
+batch (the union of their topics), each event decoded once, every projection applied and
+every projection's own tracking row written in ONE transaction. Eight followers each doing
+their own reads and commits, all woken by every NOTIFY, spent half their time waiting for
+PostgreSQL round trips.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
 from flowledger.db import Cursor, Database
-from flowledger.leader import leadership
+from flowledger.leader import leadership, try_locks
 from projections.formats import iso
 
 log = structlog.get_logger()
@@ -119,6 +125,18 @@ def record_position(cur: Cursor, name: str, pos: int) -> None:
         "INSERT INTO tracking (name, position) VALUES (%s, %s) "
         "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         (name, pos),
+    )
+
+
+def record_positions(cur: Cursor, positions: dict[str, int]) -> None:
+    """Several tracking rows in one statement (a projector group's batch)."""
+    if not positions:
+        return
+    rows = ", ".join(["(%s, %s)"] * len(positions))
+    cur.execute(
+        f"INSERT INTO tracking (name, position) VALUES {rows} "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        [value for pair in positions.items() for value in pair],
     )
 
 
@@ -236,3 +254,183 @@ def projection_follower(app: Flowledger, projection: Projection) -> Follower:
             record_position(cur, projection.name, last)
 
     return Follower(app, projection.name, handle, topics=projection.topics)
+
+
+class ProjectionGroup:
+    """Every projection of a projector process, fed by one follower.
+
+    Per batch: one read of the log from the lowest position of the projections this copy
+    leads (the union of their topics, all topics if one of them follows the whole log), each
+    event decoded once; then ONE transaction in which each projection gets the events after
+    its own position within its own topics, and each records its own tracking row. So
+    `wait_for`, `projections status` and `rebuild` see the same rows as before, and a crash
+    in one handler rolls back every projection's rows and positions (the loop restarts).
+
+    Leadership stays per projection: the group's one connection takes the advisory lock of
+    each member it can (the same lock a single `Follower` of that name takes) and retries the
+    others about once a second, so two projectors never write the same projection and a
+    second projector waits as a hot standby. `active` is set while it leads every member.
+    """
+
+    def __init__(
+        self,
+        app: Flowledger,
+        projections: Sequence[Projection],
+        name: str = "projector",
+        batch: int = BATCH,
+    ) -> None:
+        names = [p.name for p in projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a projection appears twice in {names}")
+        self.app = app
+        self.db = app.db
+        self.name = name
+        self.projections = list(projections)
+        self.batch = batch
+        self.stopped = threading.Event()
+        self.active = threading.Event()  # set while this copy leads every member
+        self.leading: frozenset[str] = frozenset()  # the members whose lock this copy holds
+        self._positions: dict[str, int] = {}  # in memory while this copy leads them
+        self._standby: frozenset[str] = frozenset()  # led by another copy, last we tried
+        self.db.script(TRACKING)
+        for projection in self.projections:
+            self.db.script(projection.tables)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.projections]
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self.app.saved:
+            self.app.saved.notify_all()
+
+    def run(self) -> None:
+        """Lead what it can, then follow; returns when stopped."""
+        self._positions = {}  # another copy may have led meanwhile
+        with self._connection() as conn:
+            try:
+                retry_at = 0.0
+                while not self.stopped.is_set():
+                    if time.monotonic() >= retry_at and len(self.leading) < len(self.names):
+                        self._lead(conn)
+                        retry_at = time.monotonic() + 1.0
+                    if not self.step():
+                        self._wake(conn, 1.0)
+            finally:
+                self.leading = frozenset()
+                self.active.clear()
+
+    def step(self) -> bool:
+        """Process one batch for the members this copy leads; False when nothing was new.
+
+        When the batch is short, every event up to the log's top was read, so each member
+        moves to the top (as `Follower.step`); a member already past the batch's end is left
+        alone. Ids are committed in order (the recorder's table lock), so nothing below the
+        top can appear later.
+        """
+        members = [p for p in self.projections if p.name in self.leading]
+        if not members:
+            return False
+        self._load_positions([p.name for p in members if p.name not in self._positions])
+        start = min(self._positions[p.name] for p in members)
+        top = self.app.recorder.max_notification_id() or 0
+        if top <= start:
+            return False
+        notifications = self.app.recorder.select_notifications(
+            start=start,
+            limit=self.batch,
+            stop=top,
+            topics=_union_topics(members),
+            inclusive_of_start=False,
+        )
+        last = notifications[-1].id if len(notifications) == self.batch else top
+        items = [(n.topic, _item(self.app, n)) for n in notifications]  # decoded once
+        moved: dict[str, int] = {}
+        with self.db.transaction() as cur:
+            for projection in members:
+                at, topics = self._positions[projection.name], projection.topics
+                if at >= last:
+                    continue
+                mine = [i for t, i in items if i.position > at and (not topics or t in topics)]
+                projection.process(cur, mine)
+                moved[projection.name] = last
+            record_positions(cur, moved)
+        self._positions.update(moved)
+        return True
+
+    def catch_up(self) -> None:
+        """Process the log to its top, for the members whose lock is free (all, on SQLite)."""
+        self._positions = {}
+        with self._connection() as conn:
+            try:
+                self._lead(conn)
+                while self.step():
+                    pass
+            finally:
+                self.leading = frozenset()
+                self.active.clear()
+
+    def _load_positions(self, names: list[str]) -> None:
+        if not names:
+            return
+        marks = ", ".join(["%s"] * len(names))
+        rows = self.db.query(f"SELECT name, position FROM tracking WHERE name IN ({marks})", names)
+        found = {row["name"]: int(row["position"]) for row in rows}
+        self._positions.update({name: found.get(name, 0) for name in names})
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The connection that holds the locks and LISTENs (None on SQLite)."""
+        if self.db.dialect != "postgres":
+            yield None
+            return
+        with self.db.dedicated_connection() as conn:
+            conn.execute(f"LISTEN {self.app.recorder.channel_name}")  # type: ignore[attr-defined]
+            yield conn
+
+    def _lead(self, conn: Any) -> None:
+        """Take the locks of the members not led yet (all of them, on SQLite)."""
+        missing = [n for n in self.names if n not in self.leading]
+        taken = missing if conn is None else try_locks(conn, missing)
+        if taken:
+            for name in taken:
+                self._positions.pop(name, None)  # another copy may have led it meanwhile
+            self._load_positions(taken)
+            self.leading = self.leading | frozenset(taken)
+            log.info(
+                "follower.active",
+                name=self.name,
+                projections=taken,
+                positions=[self._positions[n] for n in taken],
+            )
+        others = frozenset(missing) - frozenset(taken)
+        if others and others != self._standby:
+            log.info("leader.standby", name=self.name, projections=sorted(others))
+        self._standby = others
+        if not others:
+            self.active.set()
+
+    def _wake(self, conn: Any, timeout: float) -> None:
+        if conn is not None:
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+            return
+        lowest = min(self._positions.values(), default=0)
+        with self.app.saved:
+            if self.stopped.is_set():
+                return
+            if self.app.last_saved_position <= lowest:
+                self.app.saved.wait(timeout)
+
+
+def _union_topics(members: Sequence[Projection]) -> list[str]:
+    """The topics to read for `members`: none (the whole log) if one of them follows
+    everything (its `topics` is empty, as the audit projection's)."""
+    if any(not p.topics for p in members):
+        return []
+    return sorted(frozenset().union(*(p.topics for p in members)))
+
+
+def _item(app: Flowledger, notification: Notification) -> Item:
+    return Item(notification.id, app.mapper.to_domain_event(notification), notification)
