@@ -10,7 +10,8 @@ live tables. Rows the shadow cannot hold yet go in by `COPY`, known from a `RowM
 what this replay wrote (so no batch waits on a `SELECT`). A projection whose rows each
 depend on one key (`Projection.by_originator`, `partition_key`) is replayed by
 `rebuild_workers` processes at once, each over its share of the keys (`Partition`), when
-the log is long enough to repay starting them (`rebuild_parallel_min`). The switch is ONE transaction: `LOCK TABLE ... ACCESS EXCLUSIVE` on the live
+the log is long enough to repay starting them (`rebuild_parallel_min`).
+The switch is ONE transaction: `LOCK TABLE ... ACCESS EXCLUSIVE` on the live
 tables (it waits for the live projector's transaction in flight and holds readers for the
 few milliseconds the switch takes), the live tracking position P read under `FOR UPDATE`,
 the shadow caught up to exactly P, then the live tables moved out
