@@ -17,6 +17,7 @@ their own, so only the thread whose aggregate conflicted sees the error.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,13 +45,19 @@ class _Slot:
 class GroupSave:
     """`save(aggregate)` from many threads; one `app.save` per batch of them."""
 
-    def __init__(self, app: Flowledger, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, app: Flowledger, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
         self.app = app
         self.max_batch = max_batch
+        self.linger = linger
         self._lock = threading.Lock()
         self._waiting: list[_Slot] = []
         self._leading = False  # a thread is saving a batch; the others queue behind it
         self.transactions = 0  # batches saved (for tests and benchmarks)
+
+    def queued(self) -> int:
+        """Saves waiting for the one in flight."""
+        with self._lock:
+            return len(self._waiting)
 
     def __call__(self, aggregate: Any) -> None:
         self.save(aggregate)
@@ -74,6 +81,8 @@ class GroupSave:
 
     def _lead(self) -> None:
         """Save the waiting slots (this thread's first), then pass the lead on."""
+        if self.linger and len(self._waiting) < self.max_batch:
+            time.sleep(self.linger)  # let the threads about to save join this batch
         with self._lock:
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]

@@ -62,6 +62,8 @@ PER_ENDPOINT = 4
 SLOT_TTL_MS = 30_000
 #: Over the cap, try again after this long (ms, jittered).
 BUSY_DELAY_MS = 200
+#: How long an attempt's save waits for other threads' attempts to share its transaction.
+GROUP_LINGER_S = 0.002
 #: A pending delivery this far past its due time has lost its message (see sweep_deliveries).
 SWEEP_GRACE = timedelta(minutes=10)
 
@@ -264,7 +266,7 @@ def _group_save(app: Flowledger) -> GroupSave:
     with _group_saves_lock:
         found = _group_saves.get(id(app))
         if found is None or found.app is not app:
-            found = _group_saves[id(app)] = GroupSave(app)
+            found = _group_saves[id(app)] = GroupSave(app, linger=GROUP_LINGER_S)
         return found
 
 

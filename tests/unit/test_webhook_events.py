@@ -54,6 +54,24 @@ def test_the_opening_grant_is_credits_granted_with_the_contract_body(app: Flowle
     assert sent["timestamp"].endswith("Z")
 
 
+def test_an_event_is_described_as_it_happened_after_the_aggregate_moved_on(
+    app: Flowledger,
+) -> None:
+    """Fan-out reads the cached current aggregate when it is still at the event's version,
+    and rebuilds the aggregate as of the event when later events came meanwhile."""
+    org_id = organization(app)
+    account = account_of(app, org_id)
+    account.grant(5, kind="grant")
+    app.save(account)
+    [granted] = app.events.get(account.id, gt=account.version - 1)
+    [now] = outgoing(app, granted)  # the current aggregate is at the event's version
+    assert now.data["balance"] == 105
+    account.grant(7, kind="grant")
+    app.save(account)
+    [later] = outgoing(app, granted)  # rebuilt as of the event
+    assert later == now
+
+
 def test_backoff_grows_about_5s_30s_2min_and_scales() -> None:
     broker.setup(Settings())  # the in-process broker, before the actors module is imported
     from workers.webhooks import backoff_seconds
