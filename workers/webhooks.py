@@ -10,6 +10,13 @@ fan-out creates nothing (deterministic delivery ids), and a finished delivery is
 A per-endpoint cap on concurrent POSTs (Dramatiq's `ConcurrentRateLimiter`, on Redis when
 configured) keeps a slow endpoint from holding every worker thread: over the cap, the
 message is put back with a short delay and the thread goes on with other endpoints' work.
+
+CPU per delivery (bench figure (7), see bench/README.md): an attempt reads its delivery (one
+query) and the endpoint (the cached aggregate, brought up to date by one query, not copied),
+opens the secret once per endpoint version, POSTs with `http.client` on a kept-alive
+connection (`workers.webhook_http`), takes and gives back its slot in one Redis round trip
+each, and saves its outcome in a transaction shared with the other threads' attempts
+(`workers.group_save`): each save wakes the dispatcher and every read model.
 """
 
 from __future__ import annotations
@@ -257,17 +264,16 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
         deliver.send_with_options(args=(str(delivery.id),), delay=int(retry_in * 1000))
 
 
-_group_saves: dict[int, GroupSave] = {}
-_group_saves_lock = threading.Lock()
+_group_save_of: list[GroupSave] = []  # the one of the process's app (tests make several)
+_group_save_lock = threading.Lock()
 
 
 def _group_save(app: Flowledger) -> GroupSave:
     """The app's group commit for attempts: the worker threads' attempts share commits."""
-    with _group_saves_lock:
-        found = _group_saves.get(id(app))
-        if found is None or found.app is not app:
-            found = _group_saves[id(app)] = GroupSave(app, linger=GROUP_LINGER_S)
-        return found
+    with _group_save_lock:
+        if not _group_save_of or _group_save_of[0].app is not app:
+            _group_save_of[:] = [GroupSave(app, linger=GROUP_LINGER_S)]
+        return _group_save_of[0]
 
 
 def _post(
