@@ -30,6 +30,7 @@ class Server:
     def __init__(self, status: int = 200, close_after: bool = False) -> None:
         self.connections = 0
         self.bodies: list[bytes] = []
+        self.auth: list[str | None] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +42,7 @@ class Server:
 
             def do_POST(self) -> None:
                 owner.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.auth.append(self.headers.get("Authorization"))
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 if close_after:
@@ -79,6 +81,13 @@ def test_keeps_one_connection_alive_per_host(server: Server) -> None:
         assert webhook_http.post(server.url, b'{"n":%d}' % n, HEADERS, 5.0) == 200
     assert server.connections == 1
     assert server.bodies == [b'{"n":%d}' % n for n in range(5)]
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(server: Server) -> None:
+    url = server.url.replace("http://", "http://hook%40user:s3cret@")
+    assert webhook_http.post(url, b"{}", HEADERS, 5.0) == 200
+    assert webhook_http.post(server.url, b"{}", HEADERS, 5.0) == 200
+    assert server.auth == ["Basic aG9va0B1c2VyOnMzY3JldA==", None]  # hook@user:s3cret
 
 
 def test_a_connection_the_server_closed_is_not_reused() -> None:
