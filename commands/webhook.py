@@ -175,23 +175,25 @@ def endpoints_of(app: Flowledger, org_id: UUID) -> list[WebhookEndpoint]:
 
 
 def endpoint_secret(app: Flowledger, endpoint: WebhookEndpoint) -> str:
-    """The endpoint's clear secret; opened once per (endpoint, version) in a process.
+    """The endpoint's clear secret; each sealed secret is opened once in a process.
 
-    Every version of an endpoint has one sealed secret, so the cache can never serve a
-    rotated secret: the rotation is a new version, and the caller's endpoint is current.
+    Keyed by the sealed value's own data-key id (a new one for every seal), not by the
+    endpoint's version: the key and the value come from the same sealed dict, so the cache
+    can never pair a rotated secret with an old one, even while another thread brings the
+    shared cached endpoint up to date. A rotation seals a new secret: used at once.
     """
-    key = (endpoint.id, endpoint.version)
-    secret = _secrets.get(key)
+    sealed = endpoint.secret
+    secret = _secrets.get(sealed["key_id"])
     if secret is None:
-        secret = app.vault.open(endpoint.secret)
+        secret = app.vault.open(sealed)
         if len(_secrets) >= _SECRETS_MAX:
             _secrets.clear()
-        _secrets[key] = secret
+        _secrets[sealed["key_id"]] = secret
     return secret
 
 
 _SECRETS_MAX = 10_000
-_secrets: dict[tuple[UUID, int], str] = {}
+_secrets: dict[str, str] = {}
 
 
 def create_deliveries(

@@ -13,7 +13,7 @@ message is put back with a short delay and the thread goes on with other endpoin
 
 CPU per delivery (bench figure (7), see bench/README.md): an attempt reads its delivery (one
 query) and the endpoint (the cached aggregate, brought up to date by one query, not copied),
-opens the secret once per endpoint version, POSTs with `http.client` on a kept-alive
+opens each sealed secret once, POSTs with `http.client` on a kept-alive
 connection (`workers.webhook_http`), takes and gives back its slot in one Redis round trip
 each, and saves its outcome in a transaction shared with the other threads' attempts
 (`workers.group_save`): each save wakes the dispatcher and every read model.

@@ -1,6 +1,6 @@
 """How deliveries and their attempts are written: group commit of the worker threads' saves,
 the fan-out's one save, an attempt recorded on the delivery the actor loaded, the endpoint's
-secret cached per version. On both event stores (SQLite, PostgreSQL)."""
+secret opened once per sealed value. On both event stores (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 

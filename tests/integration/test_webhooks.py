@@ -120,8 +120,8 @@ def test_delivers_a_signed_event_that_an_independent_verifier_accepts(
 def test_signs_with_a_rotated_secret_at_once(
     system: Flowledger, receiver: tuple[Receiver, str]
 ) -> None:
-    """The workers cache an endpoint's opened secret per endpoint version: the delivery
-    right after a rotation is signed with the new secret, not the cached old one."""
+    """The workers cache an endpoint's opened secret: the delivery right after a rotation
+    is signed with the new secret, not the cached old one."""
     from commands.webhook import rotate_endpoint_secret
 
     got, url = receiver
