@@ -199,7 +199,11 @@ def _threads(
     def worker() -> None:
         nonlocal errors
         with httpx.Client(timeout=30) as client:
-            while time.monotonic() < stop_at and not stopped.is_set():
+            # At least one request each: on a busy machine making 16 clients can take longer
+            # than a smoke run's 0.5 s, and no request at all left (3) waiting for none.
+            first = True
+            while first or (time.monotonic() < stop_at and not stopped.is_set()):
+                first = False
                 started = time.perf_counter()
                 try:
                     status = client.post(url, content=content, headers=headers).status_code

@@ -450,6 +450,11 @@ def print_table(results: dict[str, Any], smoke: bool) -> None:
             parts = sorted(((v, k) for k, v in spent.items() if k != "total"), reverse=True)
             listed = ", ".join(f"{k} {v:.2f}" for v, k in parts if v >= 0.05)
             print(f"CPU ms per execution, {label}: {spent['total']:.1f} = {listed}")
+    spent = results.get("webhooks", {}).get("cpu_ms_per_delivery")
+    if spent:  # (7): the same breakdown, per delivery
+        parts = sorted(((v, k) for k, v in spent.items() if k != "total"), reverse=True)
+        listed = ", ".join(f"{k} {v:.2f}" for v, k in parts if v >= 0.05)
+        print(f"CPU ms per delivery, (7) webhooks: {spent['total']:.1f} = {listed}")
 
 
 def main(argv: list[str] | None = None) -> int:

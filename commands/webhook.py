@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, RecordConflictError
 from pydantic import Field, field_validator
 
 from commands.base import Command, retry_on_conflict
@@ -19,6 +21,7 @@ from events.delivery import Delivery, delivery_id
 from events.webhook_endpoint import WebhookEndpoint, WebhookSubscriptions, subscriptions_id
 
 log = structlog.get_logger()
+A = TypeVar("A")
 
 #: The contract's event types, plus `webhook.test` (the ping of `/test`).
 EVENT_TYPES = frozenset(
@@ -148,17 +151,49 @@ def archive_endpoint(app: Flowledger, org_id: UUID, endpoint_id: UUID) -> None:
     app.save(endpoint, registry)
 
 
+def current(app: Flowledger, aggregate_id: UUID, kind: type[A]) -> A | None:
+    """The cached current aggregate itself, not a copy: for reading only.
+
+    `app.find` deep-copies the cached aggregate so a handler may change it; the webhook
+    actors only read endpoints and registries, once or twice per delivery, and the copy was
+    a fair share of their CPU. The cache is still fast-forwarded, so what is read is current.
+    """
+    try:
+        found: Any = app.repository.get(aggregate_id, deepcopy_from_cache=False)
+    except AggregateNotFoundError:
+        return None
+    return found if isinstance(found, kind) else None
+
+
 def endpoints_of(app: Flowledger, org_id: UUID) -> list[WebhookEndpoint]:
-    """The organization's endpoints (not archived), from the write side."""
-    registry = app.find(subscriptions_id(org_id), WebhookSubscriptions)
+    """The organization's endpoints (not archived), from the write side; read-only objects."""
+    registry = current(app, subscriptions_id(org_id), WebhookSubscriptions)
     if registry is None:
         return []
-    found = [app.find(i, WebhookEndpoint) for i in registry.endpoint_ids]
+    found = [current(app, i, WebhookEndpoint) for i in registry.endpoint_ids]
     return [e for e in found if e is not None and not e.archived]
 
 
 def endpoint_secret(app: Flowledger, endpoint: WebhookEndpoint) -> str:
-    return app.vault.open(endpoint.secret)
+    """The endpoint's clear secret; each sealed secret is opened once in a process.
+
+    Keyed by the sealed value's own data-key id (a new one for every seal), not by the
+    endpoint's version: the key and the value come from the same sealed dict, so the cache
+    can never pair a rotated secret with an old one, even while another thread brings the
+    shared cached endpoint up to date. A rotation seals a new secret: used at once.
+    """
+    sealed = endpoint.secret
+    secret = _secrets.get(sealed["key_id"])
+    if secret is None:
+        secret = app.vault.open(sealed)
+        if len(_secrets) >= _SECRETS_MAX:
+            _secrets.clear()
+        _secrets[sealed["key_id"]] = secret
+    return secret
+
+
+_SECRETS_MAX = 10_000
+_secrets: dict[str, str] = {}
 
 
 def create_deliveries(
@@ -171,9 +206,27 @@ def create_deliveries(
     """One delivery per endpoint, saved together; a repeat (same event) creates nothing.
 
     Returns every delivery id, new or already there, so the caller can (re)send them all.
+    The first fan-out of an event finds none of its deliveries, so they are saved without
+    looking first; only a repeat (the store refuses the existing ids) looks them up.
     """
     ids = [delivery_id(e.id, event_id) for e in endpoints]
-    fresh = [e for e, i in zip(endpoints, ids, strict=True) if app.find(i, Delivery) is None]
+    try:
+        _save_deliveries(app, endpoints, event_id, event_type, payload)
+    except IntegrityError:  # a repeated fan-out: save only the deliveries not there yet
+        fresh = [e for e, i in zip(endpoints, ids, strict=True) if app.find(i, Delivery) is None]
+        with contextlib.suppress(IntegrityError):  # a concurrent copy saved them first
+            _save_deliveries(app, fresh, event_id, event_type, payload)
+        log.info("webhook.fan_out_repeated", event_id=str(event_id), new=len(fresh))
+    return ids
+
+
+def _save_deliveries(
+    app: Flowledger,
+    endpoints: Sequence[WebhookEndpoint],
+    event_id: UUID,
+    event_type: str,
+    payload: dict[str, Any],
+) -> None:
     deliveries = [
         Delivery(
             endpoint_id=e.id,
@@ -183,14 +236,10 @@ def create_deliveries(
             payload=payload,
             max_attempts=e.max_attempts,
         )
-        for e in fresh
+        for e in endpoints
     ]
     if deliveries:
-        try:
-            app.save(*deliveries)
-        except IntegrityError:  # a concurrent copy of this fan-out saved them first
-            log.info("webhook.fan_out_repeated", event_id=str(event_id))
-    return ids
+        app.save(*deliveries)
 
 
 @retry_on_conflict()
@@ -205,9 +254,53 @@ def record_delivery_attempt(
     next_attempt_at: datetime | None,
 ) -> Delivery:
     """Record one POST; `next_attempt_at` None after a failure makes the delivery dead."""
+    delivery = app.load(delivery_id, Delivery, "delivery")
+    _record(delivery, at, status_code, duration_ms, error, next_attempt_at)
+    app.save(delivery)
+    return delivery
+
+
+def record_attempt_on(
+    app: Flowledger,
+    delivery: Delivery,
+    *,
+    at: datetime,
+    status_code: int | None,
+    duration_ms: int,
+    error: str | None,
+    next_attempt_at: datetime | None,
+    save: Callable[[Delivery], object] | None = None,
+) -> Delivery:
+    """`record_delivery_attempt` on the delivery the caller loaded for the attempt (no
+    second load), saved by `save` (default `app.save`). If the delivery changed meanwhile
+    (a conflict: a redelivery was requested, a copy of the message ran), the attempt is
+    recorded again on the current delivery, as `record_delivery_attempt` does."""
+    _record(delivery, at, status_code, duration_ms, error, next_attempt_at)
+    try:
+        (save or app.save)(delivery)
+    except RecordConflictError:
+        return record_delivery_attempt(
+            app,
+            delivery.id,
+            at=at,
+            status_code=status_code,
+            duration_ms=duration_ms,
+            error=error,
+            next_attempt_at=next_attempt_at,
+        )
+    return delivery
+
+
+def _record(
+    delivery: Delivery,
+    at: datetime,
+    status_code: int | None,
+    duration_ms: int,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> None:
     from projections.formats import iso
 
-    delivery = app.load(delivery_id, Delivery, "delivery")
     succeeded = error is None
     delivery.record_attempt(
         at=iso(at),
@@ -217,8 +310,6 @@ def record_delivery_attempt(
         succeeded=succeeded,
         next_attempt_at=None if succeeded or next_attempt_at is None else iso(next_attempt_at),
     )
-    app.save(delivery)
-    return delivery
 
 
 @retry_on_conflict()

@@ -127,23 +127,28 @@ class DeliveriesProjection(Projection):
 
     @handles(Delivery.Attempted)
     def on_attempted(self, cur: Cursor, event: Delivery.Attempted, position: int) -> None:
-        rows = cur.execute(
-            "SELECT attempts, position FROM webhook_deliveries WHERE id = %s",
-            (str(event.originator_id),),
-        )
-        if not rows or rows[0]["position"] >= position:
-            return
-        attempts = [*loads(rows[0]["attempts"]), _attempt(event)]
+        """Append the attempt to the row's JSON array in one statement (text: the array is
+        `dumps` output, so `[]` or `[...]`; `substr`/`length` exist in both dialects)."""
         status = "succeeded" if event.succeeded else "pending"
         if not event.succeeded and event.next_attempt_at is None:
             status = "failed"
-        _delivery(
-            cur,
-            event,
-            position,
-            status=status,
-            attempts=dumps(attempts),
-            next_attempt_at=event.next_attempt_at,
+        attempt = dumps(_attempt(event))
+        cur.execute(
+            "UPDATE webhook_deliveries SET attempts = CASE WHEN attempts = '[]'"
+            " THEN '[' || %s || ']'"
+            " ELSE substr(attempts, 1, length(attempts) - 1) || ',' || %s || ']' END,"
+            " status = %s, next_attempt_at = %s, updated_at = %s, position = %s"
+            " WHERE id = %s AND position < %s",
+            (
+                attempt,
+                attempt,
+                status,
+                event.next_attempt_at,
+                iso(event.timestamp),
+                position,
+                str(event.originator_id),
+                position,
+            ),
         )
 
     @handles(Delivery.RedeliveryRequested)

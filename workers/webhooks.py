@@ -10,6 +10,13 @@ fan-out creates nothing (deterministic delivery ids), and a finished delivery is
 A per-endpoint cap on concurrent POSTs (Dramatiq's `ConcurrentRateLimiter`, on Redis when
 configured) keeps a slow endpoint from holding every worker thread: over the cap, the
 message is put back with a short delay and the thread goes on with other endpoints' work.
+
+CPU per delivery (bench figure (7), see bench/README.md): an attempt reads its delivery (one
+query) and the endpoint (the cached aggregate, brought up to date by one query, not copied),
+opens each sealed secret once, POSTs with `http.client` on a kept-alive
+connection (`workers.webhook_http`), takes and gives back its slot in one Redis round trip
+each, and saves its outcome in a transaction shared with the other threads' attempts
+(`workers.group_save`): each save wakes the dispatcher and every read model.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import random
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -26,24 +35,27 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import dramatiq
-import httpx
 import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+from eventsourcing.application import project_aggregate
 
 from commands.webhook import (
     create_deliveries,
+    current,
     endpoint_secret,
     endpoints_of,
     note_endpoint_outcome,
-    record_delivery_attempt,
+    record_attempt_on,
 )
 from events.application import Flowledger
 from events.delivery import Delivery, delivery_id
+from events.errors import NotFound
 from events.organization import Organization
 from events.webhook_endpoint import WebhookEndpoint
 from projections.formats import iso
-from workers import context
+from workers import context, webhook_http
+from workers.group_save import GroupSave
 from workers.webhook_events import Outgoing, body, outgoing
 
 log = structlog.get_logger()
@@ -57,6 +69,8 @@ PER_ENDPOINT = 4
 SLOT_TTL_MS = 30_000
 #: Over the cap, try again after this long (ms, jittered).
 BUSY_DELAY_MS = 200
+#: How long an attempt's save waits for other threads' attempts to share its transaction.
+GROUP_LINGER_S = 0.002
 #: A pending delivery this far past its due time has lost its message (see sweep_deliveries).
 SWEEP_GRACE = timedelta(minutes=10)
 
@@ -83,25 +97,64 @@ def sign(secret: str, msg_id: str, timestamp: int, payload: bytes) -> dict[str, 
     }
 
 
+#: `RedisBackend.incr`/`decr` in one round trip: the value plus `amount` (missing: 0), set
+#: with the TTL when within the bound. Dramatiq's own do the same with WATCH, GET, MULTI,
+#: SET, EXEC (4-5 round trips, and again after every WatchError when threads share a key).
+_BOUNDED_ADD = """
+local value = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1])
+if (tonumber(ARGV[1]) > 0 and value > tonumber(ARGV[2]))
+    or (tonumber(ARGV[1]) < 0 and value < tonumber(ARGV[2])) then
+  return 0
+end
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return 1
+"""
+
+
+class ScriptedRedisBackend(RedisBackend):
+    """Dramatiq's Redis rate-limiter backend with `incr` and `decr` as one Lua script each."""
+
+    def __init__(self, *, url: str) -> None:
+        super().__init__(url=url)
+        self._bounded_add = self.client.register_script(_BOUNDED_ADD)
+
+    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+        return bool(self._bounded_add(keys=[key], args=[amount, maximum, ttl]))
+
+    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
+        return bool(self._bounded_add(keys=[key], args=[-amount, minimum, ttl]))
+
+
+class EndpointSlots(ConcurrentRateLimiter):
+    """Dramatiq's ConcurrentRateLimiter taking a slot in one call: its `_acquire` tries
+    `add` (SET NX) before `incr`, and `incr` of a missing key does the same, so after the
+    first delivery to an endpoint the `add` was a wasted round trip each time."""
+
+    def _acquire(self) -> bool:
+        return bool(self.backend.incr(self.key, 1, maximum=self.limit, ttl=self.ttl))
+
+
 @cache
 def _backend(redis_url: str | None) -> RateLimiterBackend:
     if redis_url is None:
         return StubBackend()  # the embedded mode is one process
-    return RedisBackend(url=redis_url)
+    return ScriptedRedisBackend(url=redis_url)
 
 
 def _limiter(app: Flowledger, endpoint_id: UUID) -> ConcurrentRateLimiter:
     namespace = app.settings.broker_namespace
     key = f"{namespace}:webhook-endpoint:{endpoint_id}"
     backend = _backend(app.settings.redis_url)
-    return ConcurrentRateLimiter(backend, key, limit=PER_ENDPOINT, ttl=SLOT_TTL_MS)
+    return EndpointSlots(backend, key, limit=PER_ENDPOINT, ttl=SLOT_TTL_MS)
 
 
 def start_deliveries(app: Flowledger, endpoints: list[WebhookEndpoint], item: Outgoing) -> int:
     """Create the deliveries of one webhook event and send them; returns how many."""
     if not endpoints:
         return 0
-    org = app.load(item.organization_id, Organization, "organization")
+    org = current(app, item.organization_id, Organization)
+    if org is None:
+        raise NotFound("organization not found")
     ids = create_deliveries(app, endpoints, item.id, item.type, body(item, org.tenant_id))
     for one in ids:
         deliver.send(str(one))
@@ -114,12 +167,14 @@ def fan_out(event_id: str, aggregate_id: str, version: int) -> None:
     app = context.app()
     # Most organizations have no endpoint: find out from the (cached) current aggregate
     # before reading the event and the aggregate as of its version.
-    current: Any = app.repository.get(UUID(aggregate_id))
-    if not endpoints_of(app, current.organization_id):
+    now: Any = app.repository.get(UUID(aggregate_id), deepcopy_from_cache=False)
+    endpoints = endpoints_of(app, now.organization_id)
+    if not endpoints:
         return
     events = list(app.events.get(UUID(aggregate_id), gt=version - 1, lte=version))
     for item in (o for e in events for o in outgoing(app, e)):
-        endpoints = endpoints_of(app, item.organization_id)
+        if item.organization_id != now.organization_id:
+            endpoints = endpoints_of(app, item.organization_id)
         wanted = [e for e in endpoints if _subscribed(e, item)]
         sent = start_deliveries(app, wanted, item)
         log.info("webhook.fanned_out", event_id=str(item.id), event_type=item.type, deliveries=sent)
@@ -143,7 +198,7 @@ def send_test(app: Flowledger, endpoint: WebhookEndpoint) -> UUID:
 def deliver(delivery_id: str) -> None:
     """One attempt of a pending delivery, within the endpoint's concurrency cap."""
     app = context.app()
-    delivery = app.load(UUID(delivery_id), Delivery, "delivery")
+    delivery = _delivery(app, UUID(delivery_id))
     if delivery.status != "pending" or delivery.attempts_left <= 0:
         return
     with _limiter(app, delivery.endpoint_id).acquire(raise_on_failure=False) as acquired:
@@ -154,8 +209,23 @@ def deliver(delivery_id: str) -> None:
         _attempt(app, delivery)
 
 
+def _delivery(app: Flowledger, delivery_id: UUID) -> Delivery:
+    """The delivery, read from its events (one query).
+
+    Not through the repository: a delivery is attempted once or a few times, mostly in
+    another process than the one that created it, so the cache would miss (and look for a
+    snapshot first, a second query) and then keep an object nobody reads again.
+    """
+    found: Any = project_aggregate(None, app.events.get(delivery_id))
+    if not isinstance(found, Delivery):
+        raise NotFound("delivery not found")
+    return found
+
+
 def _attempt(app: Flowledger, delivery: Delivery) -> None:
-    endpoint = app.load(delivery.endpoint_id, WebhookEndpoint, "webhook endpoint")
+    endpoint = current(app, delivery.endpoint_id, WebhookEndpoint)
+    if endpoint is None:
+        raise NotFound("webhook endpoint not found")
     at = datetime.now(UTC)
     started = time.monotonic()
     status_code: int | None = None
@@ -168,14 +238,15 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
     if error is not None and delivery.attempts_left > 1 and error != "endpoint disabled":
         retry_in = backoff_seconds(delivery.round_attempts + 1, app.settings.webhook_backoff_scale)
     next_at = at + timedelta(seconds=retry_in) if retry_in is not None else None
-    record_delivery_attempt(
+    delivery = record_attempt_on(
         app,
-        delivery.id,
+        delivery,
         at=at,
         status_code=status_code,
         duration_ms=duration_ms,
         error=error,
         next_attempt_at=next_at,
+        save=_group_save(app),
     )
     log.info(
         "webhook.attempted",
@@ -193,12 +264,16 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
         deliver.send_with_options(args=(str(delivery.id),), delay=int(retry_in * 1000))
 
 
-@cache
-def _client() -> httpx.Client:
-    """One pooled client per process (thread-safe): building one per POST costs an SSL
-    context each time, which was most of a delivery's CPU."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.Client(timeout=TIMEOUT_SECONDS, limits=limits, follow_redirects=False)
+_group_save_of: list[GroupSave] = []  # the one of the process's app (tests make several)
+_group_save_lock = threading.Lock()
+
+
+def _group_save(app: Flowledger) -> GroupSave:
+    """The app's group commit for attempts: the worker threads' attempts share commits."""
+    with _group_save_lock:
+        if not _group_save_of or _group_save_of[0].app is not app:
+            _group_save_of[:] = [GroupSave(app, linger=GROUP_LINGER_S)]
+        return _group_save_of[0]
 
 
 def _post(
@@ -210,14 +285,14 @@ def _post(
         endpoint_secret(app, endpoint), str(delivery.event_id), int(time.time()), payload
     )
     try:
-        answer = _client().post(endpoint.url, content=payload, headers=headers)
-    except httpx.TimeoutException:
+        status = webhook_http.post(endpoint.url, payload, headers, TIMEOUT_SECONDS)
+    except TimeoutError:
         return None, f"timed out after {TIMEOUT_SECONDS:g} s"
-    except httpx.HTTPError as e:
+    except (OSError, http.client.HTTPException, ValueError) as e:
         return None, f"{type(e).__name__}: {e}"[:500]
-    if 200 <= answer.status_code < 300:
-        return answer.status_code, None
-    return answer.status_code, f"HTTP {answer.status_code}"
+    if 200 <= status < 300:
+        return status, None
+    return status, f"HTTP {status}"
 
 
 def sweep_deliveries(app: Flowledger, now: datetime | None = None) -> list[str]:

@@ -117,6 +117,26 @@ def test_delivers_a_signed_event_that_an_independent_verifier_accepts(
     assert done
 
 
+def test_signs_with_a_rotated_secret_at_once(
+    system: Flowledger, receiver: tuple[Receiver, str]
+) -> None:
+    """The workers cache an endpoint's opened secret: the delivery right after a rotation
+    is signed with the new secret, not the cached old one."""
+    from commands.webhook import rotate_endpoint_secret
+
+    got, url = receiver
+    org_id = organization(system)
+    endpoint_id, old = endpoint(system, org_id, f"{url}/r")
+    grant(system, org_id)
+    [before] = until(lambda: got.ok_for("/r"), what="the delivery before the rotation")
+    assert standard_webhooks_valid(old, before.headers, before.body)
+    _, new = rotate_endpoint_secret(system, org_id, endpoint_id)
+    grant(system, org_id)
+    [_, after] = until(lambda: got.ok_for("/r")[1:] and got.ok_for("/r"), what="the next one")
+    assert standard_webhooks_valid(new, after.headers, after.body)
+    assert not standard_webhooks_valid(old, after.headers, after.body)
+
+
 def test_retries_a_failing_receiver_and_delivers_once_with_the_same_webhook_id(
     system: Flowledger, receiver: tuple[Receiver, str]
 ) -> None:

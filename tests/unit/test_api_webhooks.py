@@ -132,6 +132,30 @@ def test_lists_every_attempt_and_redelivers_a_dead_delivery(api: Harness, owner:
     assert_error(api.call("POST", missing, owner), 404, "NOT_FOUND")
 
 
+def test_the_deliveries_log_appends_each_attempt_in_order(api: Harness, owner: str) -> None:
+    from datetime import UTC, datetime
+
+    _, delivery_id = dead_delivery(api, owner)
+    assert api.call("POST", f"{DELIVERIES}/{delivery_id}/redeliver", owner).status_code == 202
+    record_delivery_attempt(
+        api.app,
+        UUID(delivery_id),
+        at=datetime.now(UTC),
+        status_code=204,
+        duration_ms=3,
+        error=None,
+        next_attempt_at=None,
+    )
+    assert api.deps.settle("webhook_deliveries")
+    [item] = api.call("GET", DELIVERIES, owner).json["items"]
+    assert item["status"] == "succeeded" and item["next_attempt_at"] is None
+    assert [(a["status_code"], a["error"]) for a in item["attempts"]] == [
+        (500, "HTTP 500"),
+        (204, None),
+    ]
+    assert set(item["attempts"][1]) == {"at", "status_code", "duration_ms", "error"}
+
+
 def test_recover_resends_failed_deliveries_since_a_time(api: Harness, owner: str) -> None:
     endpoint, _ = dead_delivery(api, owner)
     path = f"{ENDPOINTS}/{endpoint['id']}/recover"

@@ -21,6 +21,14 @@ def organization(app: Flowledger) -> UUID:
     return org_id
 
 
+def organization_named(app: Flowledger, tenant: str) -> UUID:
+    email = f"{tenant}@example.com"
+    user = register_user(app, RegisterUser(email=email, password="x" * 12, full_name="O"))
+    created = create_organization(app, user.id, CreateOrganization(name="B", tenant_id=tenant))
+    org_id: UUID = created.organization.id
+    return org_id
+
+
 def debit(app: Flowledger, org_id: UUID, amount: int) -> list[str]:
     account = account_of(app, org_id)
     account.debit(amount, execution_id=uuid4())
@@ -52,6 +60,34 @@ def test_the_opening_grant_is_credits_granted_with_the_contract_body(app: Flowle
     assert sent["event"] == "credits.granted" and sent["tenant_id"] == "acme"
     assert sent["data"] == {"amount": 100, "kind": "grant", "balance": 100}
     assert sent["timestamp"].endswith("Z")
+
+
+def test_an_event_is_described_as_it_happened_after_the_aggregate_moved_on(
+    app: Flowledger,
+) -> None:
+    """Fan-out reads the cached current aggregate when it is still at the event's version,
+    and rebuilds the aggregate as of the event when later events came meanwhile."""
+    org_id = organization(app)
+    account = account_of(app, org_id)
+    account.grant(5, kind="grant")
+    app.save(account)
+    [granted] = app.events.get(account.id, gt=account.version - 1)
+    [now] = outgoing(app, granted)  # the current aggregate is at the event's version
+    assert now.data["balance"] == 105
+    account.grant(7, kind="grant")
+    app.save(account)
+    [later] = outgoing(app, granted)  # the version described before, as of the event
+    assert later == now
+    [seven] = app.events.get(account.id, gt=account.version - 1)
+    account.grant(9, kind="grant")
+    app.save(account)
+    [rolled] = outgoing(app, seven)  # rolled forward from the earlier version by one event
+    assert rolled.data == {"amount": 7, "kind": "grant", "balance": 112}
+    globex = account_of(app, organization_named(app, "globex"))
+    [first] = app.events.get(globex.id, gt=1, lte=2)
+    globex.grant(1, kind="grant")
+    app.save(globex)  # moved on, and never described in this process
+    assert outgoing(app, first)[0].data["balance"] == 100  # rebuilt from the log
 
 
 def test_backoff_grows_about_5s_30s_2min_and_scales() -> None:
