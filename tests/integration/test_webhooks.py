@@ -221,8 +221,7 @@ def test_fans_one_event_out_to_50_endpoints(
     elapsed = time.monotonic() - started
     assert sorted(r.path for r in got.ok) == sorted(f"/fan/{n}" for n in range(50))
     assert {r.headers["webhook-id"] for r in got.ok} == {str(webhook_id)}
-    print(f"fan-out of one event to 50 endpoints: {elapsed * 1000:.0f} ms")
-    assert elapsed < 5
+    print(f"fan-out of one event to 50 endpoints: {elapsed * 1000:.0f} ms")  # bench (8) times it
     assert all(delivery(system, i, webhook_id) for i in ids)
 
 
@@ -230,20 +229,20 @@ def test_a_slow_endpoint_does_not_delay_the_others(
     system: Flowledger, receiver: tuple[Receiver, str]
 ) -> None:
     """8 worker threads, at most 4 concurrent POSTs per endpoint: while 10 deliveries to a
-    receiver that sleeps 3 s are in flight, deliveries to a fast one still go at once
-    (without the cap, the slow POSTs hold all 8 threads and the fast one waits 3 s)."""
+    receiver that sleeps 6 s are in flight, a delivery to a fast one is answered before any
+    slow one (without the cap, the slow POSTs hold all 8 threads and the fast one waits for
+    a slow one to finish). The proof is that order, not a time limit."""
     got, url = receiver
-    got.sleep["/slow"] = 3.0
+    got.sleep["/slow"] = 6.0
     org_id = organization(system)
     endpoint(system, org_id, f"{url}/slow")
     for _ in range(10):
         grant(system, org_id)
     time.sleep(0.3)  # the slow endpoint's deliveries now hold (at most 4) threads
     endpoint(system, org_id, f"{url}/fast")
-    started = time.monotonic()
     grant(system, org_id)
-    until(lambda: got.ok_for("/fast"), timeout=10, what="the fast endpoint")
-    fast = time.monotonic() - started
-    print(f"fast endpoint delivered in {fast * 1000:.0f} ms beside a slow one")
-    assert fast < 1.5, fast
-    assert len(got.ok_for("/slow")) < 10  # the slow endpoint is still being served
+    [fast] = until(lambda: got.ok_for("/fast"), timeout=60, what="the fast endpoint")
+    with got.lock:
+        arrived = list(got.arrived)
+    assert "/slow" in arrived[: arrived.index("/fast")]  # slow POSTs were in flight first
+    assert all(fast.at < slow.at for slow in got.ok_for("/slow"))  # and none had finished
