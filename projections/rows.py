@@ -137,8 +137,10 @@ class Rows:
         """Delete the deleted rows, then upsert every changed row; rows of the same columns
         go in one `executemany`. With a `RowMemory` (a rebuild), rows the table is known not
         to hold go in by `COPY` instead, several times cheaper for PostgreSQL."""
-        bulk = self.memory is not None
+        fresh: set[str] = set()  # rows the table cannot hold: never written, not loaded
         if self.memory is not None:
+            known = self.memory.written.get(self.table, set())
+            fresh = {k for k in self.changed if k not in self.stored and k not in known}
             self.memory.wrote(self.table, {k: self.rows[k] for k in self.changed}, self.deleted)
         if self.deleted:
             self.cur.executemany(
@@ -155,8 +157,7 @@ class Rows:
             for i, name in enumerate(names):
                 if name in self.json:
                     values[i] = dumps(values[i])
-            fresh = bulk and key not in self.stored
-            (copies if fresh else upserts).setdefault(names, []).append(values)
+            (copies if key in fresh else upserts).setdefault(names, []).append(values)
         for names, values in copies.items():
             self.cur.copy_rows(self.table, names, values)
         for names, values in upserts.items():
