@@ -18,6 +18,7 @@ what the library writes (its `encode` is inherited), and reads the same objects 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -28,6 +29,7 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     StoredEvent,
+    Transcoding,
     TranscodingNotRegisteredError,
     UUIDAsHex,
     find_id_convertor,
@@ -42,7 +44,65 @@ _DIGITS = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN = b"9" * 19
 
 
+_ESCAPED = "flowledger_dict"
+
+
+class _EscapedDict:
+    """Marker type of the `flowledger_dict` transcoding (never instantiated)."""
+
+
+class EscapedDictAsPairs(Transcoding):
+    """A payload's own object with a `_type_` key, stored as its pairs.
+
+    The library's decoder turns every `{"_type_": ..., "_data_": ...}` it reads into an
+    object of that transcoding, so a client sending such an object (in an execution's input,
+    an n8n result, an event's data) would have it turned into a UUID or a date, or make the
+    aggregate unreadable. `FastJSONTranscoder.encode` stores those objects as pairs under
+    this name instead, and they are read back as the dict that was sent.
+    """
+
+    type = _EscapedDict
+    name = _ESCAPED
+
+    def encode(self, obj: Any) -> Any:
+        raise TypeError("built by FastJSONTranscoder.encode, never encoded by type")
+
+    def decode(self, data: list[list[Any]]) -> dict[str, Any]:
+        return {key: value for key, value in data}
+
+
+def _escape(value: Any) -> Any:
+    """`value` with every dict that has a `_type_` key replaced by its escaped pairs."""
+    if isinstance(value, dict):
+        walked = {key: _escape(item) for key, item in value.items()}
+        if "_type_" in walked:
+            return {"_type_": _ESCAPED, "_data_": [[k, v] for k, v in walked.items()]}
+        return walked
+    if isinstance(value, (list, tuple)):
+        return [_escape(item) for item in value]
+    return value
+
+
 class FastJSONTranscoder(JSONTranscoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()  # wrappers written by the current thread's encode
+        self.register(EscapedDictAsPairs())
+
+    def encode(self, obj: Any) -> bytes:
+        """The library's encoding; when the bytes hold a `"_type_"` the library's wrappers
+        do not account for (a payload's own key), encoded again with such objects escaped."""
+        local = self._local
+        local.wrapped = 0
+        data = super().encode(obj)
+        if data.count(_NEEDLE) != local.wrapped:
+            data = super().encode(_escape(obj))
+        return data
+
+    def _encode_obj(self, o: Any) -> dict[str, Any]:
+        self._local.wrapped = getattr(self._local, "wrapped", 0) + 1
+        return super()._encode_obj(o)
+
     def decode(self, data: bytes) -> Any:
         if _LONG_RUN in data.translate(_DIGITS):
             return super().decode(data)

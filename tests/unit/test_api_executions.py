@@ -175,6 +175,23 @@ def test_cancels_an_unfinished_execution_once(api: Harness, acme: dict[str, Any]
     assert error["details"]["execution_id"] == execution_id
 
 
+def test_input_shaped_like_the_stores_own_encoding_comes_back_as_sent(
+    api: Harness, acme: dict[str, Any]
+) -> None:
+    """`{"_type_": ..., "_data_": ...}` is how the event store writes a UUID or a date; a
+    client's own such object must not be read back as one (or break the execution)."""
+    tricky = {
+        "id": {"_type_": "uuid_hex", "_data_": "not-a-uuid"},
+        "at": {"_type_": "datetime_iso", "_data_": "2027-01-01T00:00:00+00:00"},
+        "deep": [{"_type_": "unknown", "_data_": {"_type_": "decimal_str", "_data_": "1"}}],
+        "plain": {"_type_": "kind"},
+    }
+    execution_id = _queue(api, acme, {"input": tricky}).json["execution_id"]
+    assert api.call("GET", _item(execution_id), acme["token"]).json["input"] == tricky
+    retry = api.call("POST", _item(execution_id, "/retry"), acme["token"])  # loads it again
+    assert retry.status_code == 202 and retry.json["input"] == tricky
+
+
 def test_retry_queues_a_new_execution_with_the_same_input(
     api: Harness, acme: dict[str, Any]
 ) -> None:

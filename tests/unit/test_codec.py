@@ -154,3 +154,30 @@ def test_a_uuid_is_read_back_as_uuid_reads_it(data: str) -> None:
         return
     got = FastUUIDAsHex().decode(data)
     assert got == expected and str(got) == str(expected) and hash(got) == hash(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, trees, max_size=6))
+def test_what_this_transcoder_writes_it_reads_back_as_written(state: dict[str, Any]) -> None:
+    """Objects with the library's `_type_`/`_data_` keys included: they are escaped."""
+    assert same(FAST.decode(FAST.encode(state)), normal(state))
+
+
+def normal(value: Any) -> Any:
+    """What JSON keeps of a value: tuples become lists."""
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [normal(v) for v in value]
+    return value
+
+
+def test_a_payload_shaped_like_a_wrapper_is_escaped_and_the_rest_is_written_as_before() -> None:
+    plain = {"at": datetime(2027, 1, 1, tzinfo=UTC), "id": UUID(int=3), "note": "_type_"}
+    assert FAST.encode(plain) == LIBRARY.encode(plain)  # nothing to escape: the same bytes
+    tricky = {"input": {"_type_": "uuid_hex", "_data_": "zz"}, "at": plain["at"]}
+    data = FAST.encode(tricky)
+    assert b"flowledger_dict" in data
+    assert same(FAST.decode(data), tricky)
+    with pytest.raises(ValueError):
+        LIBRARY.decode(LIBRARY.encode(tricky))  # what the library alone does with it
