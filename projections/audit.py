@@ -29,7 +29,7 @@ from uuid import UUID
 
 from events.organization import Organization
 from flowledger.db import Cursor, Database
-from projections.formats import iso
+from projections.formats import dumps, iso
 from projections.runner import Item, Projection
 
 GENESIS = bytes(32)
@@ -251,7 +251,7 @@ class AuditProjection(Projection):
             return None, None
         row = (
             item.position, org_id, aggregate_id, aggregate_type, n.originator_version, name,
-            iso(event.timestamp), actor_of(event, name), json.dumps(event_data(event)),
+            iso(event.timestamp), actor_of(event, name), dumps(event_data(event)),
         )  # fmt: skip
         return row, owner
 
