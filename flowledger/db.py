@@ -80,7 +80,7 @@ class Database:
         """Everything executed inside commits together, or not at all."""
         if self.dialect == "postgres":
             with self._pool.connection() as conn, conn.transaction():
-                yield _PgCursor(conn)
+                yield PgCursor(conn)
         else:
             lite = self._sqlite()
             lite.execute("BEGIN IMMEDIATE")
@@ -95,7 +95,7 @@ class Database:
         """One statement outside any explicit transaction (reads, single writes)."""
         if self.dialect == "postgres":
             with self._pool.connection() as conn:
-                return _PgCursor(conn).execute(sql, params)
+                return PgCursor(conn).execute(sql, params)
         return _SqliteCursor(self._sqlite()).execute(sql, params)
 
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
@@ -148,10 +148,12 @@ class Database:
 
 def pg_cursor(conn: Any) -> Cursor:
     """A `Cursor` on a dedicated PostgreSQL connection opened with `dict_rows=True`."""
-    return _PgCursor(conn)
+    return PgCursor(conn)
 
 
-class _PgCursor:
+class PgCursor:
+    """A `Cursor` on one PostgreSQL connection opened with `dict_rows=True`."""
+
     dialect = "postgres"
 
     def __init__(self, conn: Any) -> None:

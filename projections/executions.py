@@ -67,6 +67,24 @@ TABLES = [
 ATTEMPT_LEVELS = {"retryable": "warning", "refused": "error"}
 
 
+#: The events of an execution, each about its own row (keyed by the execution's id).
+EXECUTION_EVENTS = frozenset(
+    {
+        Execution.Queued,
+        Execution.Started,
+        Execution.AttemptMade,
+        Execution.Completed,
+        Execution.Failed,
+        Execution.TimedOut,
+        Execution.Cancelled,
+        Execution.Rejected,
+        Execution.Logged,
+    }
+)
+#: The events that change an `executions` row (the others go to the name lookup table).
+ROW_EVENTS = EXECUTION_EVENTS | {CreditAccount.Refunded}
+
+
 class ExecutionsProjection(Projection):
     """Execution events fold into their rows in memory (`projections.rows`), one write per
     row and batch; the handlers below get that batch's `Rows`, or the cursor for the
@@ -74,19 +92,7 @@ class ExecutionsProjection(Projection):
 
     name = "executions"
     tables = TABLES
-    by_originator = frozenset(
-        {
-            Execution.Queued,
-            Execution.Started,
-            Execution.AttemptMade,
-            Execution.Completed,
-            Execution.Failed,
-            Execution.TimedOut,
-            Execution.Cancelled,
-            Execution.Rejected,
-            Execution.Logged,
-        }
-    )
+    by_originator = EXECUTION_EVENTS
 
     def partition_key(self, event: Any) -> UUID | None:
         """An execution's row depends only on its own events and the refunds naming it; the
@@ -215,23 +221,6 @@ class ExecutionsProjection(Projection):
     def on_workflow_updated(self, cur: Cursor, event: Workflow.Updated, position: int) -> None:
         if "name" in event.changes:
             _name(cur, event.originator_id, None, event.changes, position)
-
-
-#: The events that change an `executions` row (the others go to the name lookup table).
-ROW_EVENTS = frozenset(
-    {
-        Execution.Queued,
-        Execution.Started,
-        Execution.AttemptMade,
-        Execution.Completed,
-        Execution.Failed,
-        Execution.TimedOut,
-        Execution.Cancelled,
-        Execution.Rejected,
-        Execution.Logged,
-        CreditAccount.Refunded,
-    }
-)
 
 
 def _key(event: Any) -> str:

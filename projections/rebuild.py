@@ -52,7 +52,7 @@ from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
 from flowledger import failpoints, logs
-from flowledger.db import Cursor, pg_cursor
+from flowledger.db import Cursor, PgCursor, pg_cursor
 from flowledger.leader import lock_key
 from flowledger.settings import Settings
 from projections.rows import RowMemory
@@ -585,35 +585,15 @@ class _PgRebuild:
         return target, events
 
 
-class _RebuildCursor:
-    """The rebuild's `Cursor` on its dedicated connection: new rows go in by `COPY` (see
-    `RowMemory`), the few rows seen before by pipelined upserts."""
-
-    dialect = "postgres"
+class _RebuildCursor(PgCursor):
+    """The rebuild's `Cursor` on its dedicated connection, with the `RowMemory` that lets
+    `Rows` skip reading rows back and `COPY` the new ones (psycopg pipelines the upserts
+    of the few rows seen before by itself)."""
 
     def __init__(self, conn: Any, row_memory: RowMemory | None = None) -> None:
-        self._conn = conn
+        super().__init__(conn)
         # Only for tables this cursor's rebuild alone has written since they were created.
         self.row_memory = row_memory
-
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        with self._conn.cursor() as cur:
-            cur.execute(sql, params or None)
-            return list(cur.fetchall()) if cur.description else []
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            with self._conn.pipeline(), self._conn.cursor() as cur:
-                cur.executemany(sql, rows)
-
-    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            with (
-                self._conn.cursor() as cur,
-                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
 
 
 @contextmanager
