@@ -97,11 +97,7 @@ class ExecutionsProjection(Projection):
     def partition_key(self, event: Any) -> UUID | None:
         """An execution's row depends only on its own events and the refunds naming it; the
         workflow-name lookup table goes with no key."""
-        if type(event) not in ROW_EVENTS:
-            return None
-        if isinstance(event, CreditAccount.Refunded):
-            return event.execution_id
-        return event.originator_id
+        return _key(event) if type(event) in ROW_EVENTS else None
 
     def process(self, cur: Cursor, items: Sequence[Item]) -> None:
         keys = [_key(item.event) for item in items if type(item.event) in ROW_EVENTS]
@@ -223,11 +219,11 @@ class ExecutionsProjection(Projection):
             _name(cur, event.originator_id, None, event.changes, position)
 
 
-def _key(event: Any) -> str:
+def _key(event: Any) -> UUID:
     """The execution a row event is about (a refund names it; the others are it)."""
     if isinstance(event, CreditAccount.Refunded):
-        return str(event.execution_id)
-    return str(event.originator_id)
+        return event.execution_id
+    return event.originator_id
 
 
 def _line(at: str, level: str, message: str) -> dict[str, str]:

@@ -190,14 +190,11 @@ def replay(
     `commit()` is called about every `COMMIT_EVERY` positions (big transactions). With a
     `partition`, only the events of its keys are read and applied.
     """
-    to_domain_event = app.mapper.to_domain_event
     with ExitStack() as stack:
         reader = None if partition is None else partition.reader(app, projection)
         select = None if reader is None else stack.enter_context(reader)
         batches = read_log(app, sorted(projection.topics), start, stop, select=select)
-        applied, done = _apply(
-            app, projection, cur, batches, start, progress, commit, partition, to_domain_event
-        )
+        applied, done = _apply(app, projection, cur, batches, start, progress, commit, partition)
     if progress is not None and stop > done:
         progress(stop - done)
     return applied
@@ -212,9 +209,9 @@ def _apply(
     progress: Progress | None,
     commit: Callable[[], None] | None,
     partition: Partition | None,
-    to_domain_event: Callable[[Notification], Any],
 ) -> tuple[int, int]:
     """The loop of `replay`: (events applied, last position done)."""
+    to_domain_event = app.mapper.to_domain_event
     applied = 0
     done = start
     since_commit = 0

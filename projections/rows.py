@@ -57,8 +57,8 @@ class RowMemory:
             recent.pop(key, None)  # re-inserted last: the dict keeps write order
             recent[key] = row
             written.add(key)
-        for key in list(recent)[: max(0, len(recent) - self.capacity)]:
-            del recent[key]
+        while len(recent) > self.capacity:  # the oldest first: a dict keeps write order
+            del recent[next(iter(recent))]
 
 
 class Rows:
