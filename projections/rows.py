@@ -11,6 +11,7 @@ and the rows are exactly what applying the events one by one in SQL would have l
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from flowledger.db import Cursor
@@ -57,8 +58,10 @@ class RowMemory:
             recent.pop(key, None)  # re-inserted last: the dict keeps write order
             recent[key] = row
             written.add(key)
-        while len(recent) > self.capacity:  # the oldest first: a dict keeps write order
-            del recent[next(iter(recent))]
+        excess = len(recent) - self.capacity
+        if excess > 0:  # the oldest first: a dict keeps write order
+            for key in list(islice(recent, excess)):
+                del recent[key]
 
 
 class Rows:
