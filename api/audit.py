@@ -15,7 +15,8 @@ import falcon
 from eventsourcing.application import AggregateNotFoundError
 
 from events.errors import InvalidInput, NotFound
-from projections.audit import history, log_page, owner_of, public_fields, redact
+from projections.audit import history, log_page, owner_of
+from projections.redaction import public_fields, redact
 
 if TYPE_CHECKING:
     from api.app import Deps

@@ -1,16 +1,16 @@
 """The audit figures over a big log: raw read speed, `audit verify`, `/audit/log` pages.
 
 A fresh PostgreSQL database; `bench/big_log.py` fills it with about 1,000,000 events (smoke:
-20,000) made by the real handlers and aggregates; the audit projection chains and indexes
-them in this process (its own follower, batches of 5,000). Then:
+20,000) made by the real handlers and aggregates; the audit read models chain and index them
+in this process (one `ProjectionGroup`, batches of 5,000). Then:
 
 (a) raw read: every row of the events table in position order, in batches of 10,000 (the
     same reader `verify` uses, without the hashing): the ceiling of (b);
 (b) `flowledger audit verify` (its `verify` function): events/s and the ratio to (a);
     target >= 50,000 events/s;
 (c) `GET /api/v1/audit/log?limit=1000` through gunicorn (`tests/support/stack.py`'s web
-    process, 2 workers x 8 threads, and `flowledger projector audit`), one client paging an
-    organization's log by `next_after`: p50 / p99 ms per page; target p99 <= 50 ms.
+    process, 2 workers x 8 threads, and `flowledger projector audit_chain audit`), one
+    client paging an organization's log by `next_after`: p50 / p99 ms per page; target p99 <= 50 ms.
 
     python -m bench.audit             # 1,000,000 events
     python -m bench.audit --smoke     # 20,000 events, a few pages; asserts nothing about speed
@@ -37,8 +37,8 @@ from bench.harness import REDIS_URL, expect, fresh_database, percentile, prepare
 from bench.harness import stack_settings as settings_of
 from flowledger.audit import raw_read, verify
 from flowledger.settings import Settings
-from projections.audit import AuditProjection
-from projections.runner import Follower, record_position
+from projections.audit import AuditChainProjection, AuditProjection
+from projections.runner import ProjectionGroup
 from tests.support.stack import Stack
 
 TARGET_VERIFY_PER_S = 50_000
@@ -55,23 +55,15 @@ class AuditStack(Stack):
 
     def commands(self) -> dict[str, list[str]]:
         commands = super().commands()
-        commands["projector"] = [*commands["projector"], "audit"]
+        commands["projector"] = [*commands["projector"], "audit_chain", "audit"]
         return commands
 
 
 def chain(app: Any, batch: int = 5_000) -> tuple[int, float]:
     """Run the audit projection over the whole log, as `flowledger projector` would."""
-    projection = AuditProjection()
-    app.db.script(projection.tables)
-
-    def handle(items: list[Any], last: int) -> None:
-        with app.db.transaction() as cur:
-            projection.process(cur, items)
-            record_position(cur, projection.name, last)
-
-    follower = Follower(app, projection.name, handle, topics=projection.topics, batch=batch)
+    group = ProjectionGroup(app, [AuditChainProjection(), AuditProjection()], batch=batch)
     started = time.perf_counter()
-    follower.catch_up()
+    group.catch_up()
     seconds = time.perf_counter() - started
     if app.db.dialect == "postgres":  # what autovacuum does after a bulk load, in its time
         app.db.query("ANALYZE audit_events")

@@ -2,10 +2,10 @@
 
 `verify` recomputes the hash chain from the RAW events table (the recorder's own rows, read
 in position order in large batches, not through the library's mapper) and compares it with
-the `audit_chain` the audit projection keeps, in one consistent snapshot of the database.
-The first position that differs is named: a stored event edited in SQL, a deleted event,
-a chain row missing or edited. Events the projection has not chained yet are reported as
-lag, not as failures.
+the `audit_chain` its read model (`AuditChainProjection`) keeps, in one consistent snapshot
+of the database. The first position that differs is named: a stored event edited in SQL, a
+deleted event, a chain row missing or edited. Events the projection has not chained yet are
+reported as lag, not as failures.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from projections.alerts import AlertsProjection
-from projections.audit import AuditProjection
+from projections.audit import AuditChainProjection, AuditProjection
 from projections.automation_events import AutomationEventsProjection
 from projections.credits import CreditsProjection
 from projections.deliveries import DeliveriesProjection
@@ -22,6 +22,7 @@ def all_projections() -> list[Projection]:
         AutomationEventsProjection(),
         DeliveriesProjection(),
         ProviderKeysProjection(),
+        AuditChainProjection(),
         AuditProjection(),
         AlertsProjection(),
     ]

@@ -1,15 +1,18 @@
-"""The audit read model: a hash chain over the whole notification log, and an index of it.
+"""The audit read models: a hash chain over the whole notification log, and an index of it.
 
-Unlike the other read models it follows every event (no topic filter), so it overrides
-`process` and appends each batch with one bulk write per table (a projection that commits
-once per event manages under 1,000 events/s; this one is rebuilt over a million).
+Unlike the other read models they follow every event (no topic filter), so they override
+`process` and append each batch with one bulk write per table (a projection that commits
+once per event manages under 1,000 events/s; these are rebuilt over a million). They are
+two read models because they replay differently: the chain is sequential and needs only
+the stored bytes, the index decodes every event but each of its rows depends on one
+aggregate, so a rebuild splits it by key into processes (`projections/rebuild.py`).
 
-* `audit_chain(position, hash)`: hash_n = SHA-256(hash_{n-1} || link bytes of the stored
-  row n), genesis 32 zero bytes, over the rows present in position order (ids may have
-  gaps). `flowledger audit verify` recomputes it from the raw events table.
-* `audit_events`: which organization each event belongs to, with the `/audit/log` item's
-  columns and its redacted data; `audit_owners`: the organization (and type) of each
-  aggregate whose created event named one, so its later events belong to it too.
+* `audit_chain(position, hash)` (`AuditChainProjection`): hash_n = SHA-256(hash_{n-1} ||
+  link bytes of the stored row n), genesis 32 zero bytes, over the rows present in position
+  order (ids may have gaps). `flowledger audit verify` recomputes it from the raw table.
+* `audit_events` (`AuditProjection`): which organization each event belongs to, with the
+  `/audit/log` item's columns and its redacted data; `audit_owners`: the organization (and
+  type) of each aggregate whose created event named one, so its later events belong to it.
 
 Secrets never reach these tables: `redact` runs before anything is written.
 """
@@ -19,24 +22,32 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 import struct
-from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 from events.organization import Organization
 from flowledger.db import Cursor, Database
-from projections.formats import dumps, iso
-from projections.runner import Item, Projection
+from projections.formats import dumps, iso, uuid_text
+from projections.redaction import (
+    Unreadable,
+    event_data,
+    stored_data,
+    stored_fields,
+    stored_text,
+)
+from projections.runner import Item, Projection, topic_of
+
+_ORGANIZATION_CREATED = topic_of(Organization.Created)
 
 GENESIS = bytes(32)
 REDACTED = "[REDACTED]"
 
-TABLES = [
+CHAIN_TABLES = [
     "CREATE TABLE IF NOT EXISTS audit_chain (position BIGINT PRIMARY KEY, hash TEXT NOT NULL)",
+]
+INDEX_TABLES = [
     """CREATE TABLE IF NOT EXISTS audit_events (
         position BIGINT PRIMARY KEY,
         organization_id TEXT NOT NULL,
@@ -58,6 +69,7 @@ TABLES = [
         aggregate_type TEXT NOT NULL
     )""",
 ]
+TABLES = CHAIN_TABLES + INDEX_TABLES
 
 # -- the hash chain ------------------------------------------------------------------------
 
@@ -85,6 +97,8 @@ def link(previous: bytes, position: int, oid: str, version: int, topic: str, sta
 def canonical_id(value: Any) -> str:
     """The id as `str(UUID)`, whichever way the store keeps it (PostgreSQL: uuid; SQLite:
     32 hex digits); anything that is not a UUID stays as stored."""
+    if type(value) is UUID:
+        return uuid_text(value)
     if isinstance(value, UUID):
         return str(value)
     try:
@@ -93,67 +107,7 @@ def canonical_id(value: Any) -> str:
         return str(value)
 
 
-# -- redaction -----------------------------------------------------------------------------
-
-# Key words (split on `_`, `-` and case) that mark a value as secret; whole words, so
-# `tokens_used` or `key_id` stay visible while `token_hash`, `client_secret` do not.
-_SECRET_WORDS = frozenset({
-    "secret", "secrets", "password", "passwd", "token", "hash", "sealed", "ciphertext",
-    "credential", "credentials", "signature", "authorization", "apikey", "cookie", "nonce",
-    "wrapped", "private",
-})  # fmt: skip
-_SECRET_KEYS = frozenset({"api_key", "x-api-key", "access_key", "private_key", "refresh_token"})
-# Our own tokens (API keys, client secrets, refresh tokens, webhook secrets) and bearer ones.
-_SECRET_VALUE = re.compile(r"^((fl_live_|cs_|rt_|whsec_)[A-Za-z0-9_+/=-]{16,}|bearer\s)", re.I)
-_WORD = re.compile(r"[A-Za-z][a-z0-9]*|[A-Z]+(?![a-z])")
-_SEALED = frozenset({"key_id", "nonce", "ciphertext"})
-
-
-@functools.lru_cache(maxsize=4096)
-def is_secret_key(name: str) -> bool:
-    lowered = name.lower()
-    if lowered in _SECRET_KEYS:
-        return True
-    return any(word.lower() in _SECRET_WORDS for word in _WORD.findall(name))
-
-
-def redact(value: Any) -> Any:
-    """`value` made JSON-safe with every secret-like field replaced by "[REDACTED]".
-
-    The one redaction of the audit surface (log, history, time travel, export): fields
-    named like secrets, sealed values (`{key_id, nonce, ciphertext}`), and strings that
-    look like our keys or bearer tokens, at any depth.
-    """
-    if isinstance(value, dict):
-        if value.keys() >= _SEALED:
-            return REDACTED
-        return {str(k): REDACTED if is_secret_key(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((redact(v) for v in value), key=str)
-    if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.match(value) else value
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, (UUID, Decimal)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return REDACTED  # raw bytes are keys, digests or ciphertext here
-    if hasattr(value, "__dict__"):
-        return redact(public_fields(value))
-    return str(value)
-
-
-def public_fields(obj: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-
-
 # -- what each event is ------------------------------------------------------------------
-
-_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
 def event_type(topic: str) -> str:
@@ -161,64 +115,98 @@ def event_type(topic: str) -> str:
     return topic.rpartition(":")[2]
 
 
-def event_data(event: Any) -> dict[str, Any]:
-    """The event's own fields (not the envelope), redacted."""
-    fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
-    redacted: dict[str, Any] = redact(fields)
-    return redacted
+def _text(value: Any) -> str:
+    return uuid_text(value) if type(value) is UUID else str(value)
 
 
-def actor_of(event: Any, name: str) -> str | None:
+@functools.lru_cache(maxsize=1024)
+def _names(topic: str) -> tuple[str, str]:
+    """(event type, aggregate type) of a topic: `Execution.Started`, `Execution`."""
+    name = event_type(topic)
+    return name, name.partition(".")[0]
+
+
+def actor_of(name: str, aggregate_id: str, field: Callable[[str], Any]) -> str | None:
     """Who acted, when the event itself says so (commands do not record the caller yet):
     the user for an organization's creation and a user's own events, the trigger that
-    queued a run, the source of an automation event; otherwise unknown (null)."""
+    queued a run, the source of an automation event; otherwise unknown (null). `field`
+    gives one of the event's fields."""
     if name == "Organization.Created":
-        return f"user:{event.owner_id}"
+        return f"user:{field('owner_id')}"
     if name.startswith("User."):
-        return f"user:{event.originator_id}"
+        return f"user:{aggregate_id}"
     if name == "Execution.Queued":
-        return f"trigger:{event.trigger}"
+        return f"trigger:{field('trigger')}"
     if name == "AutomationEvent.Received":
-        return f"source:{event.source}"
+        return f"source:{field('source')}"
     return None
 
 
-class AuditProjection(Projection):
-    name = "audit"
-    tables = TABLES
-    # No handlers, so no topics: the follower reads the whole log.
+class AuditChainProjection(Projection):
+    """The hash chain, `audit_chain`: it covers the stored bytes, so it reads the stored
+    records and never decodes them. Sequential by nature (each hash needs the one before),
+    so it is its own read model, apart from the index, which a rebuild can split by key."""
 
-    def __init__(self) -> None:
-        self._owners: dict[str, tuple[str, str]] = {}  # aggregate id → (org id, type)
+    name = "audit_chain"
+    tables = CHAIN_TABLES
+    decodes = False
+    # No handlers, so no topics: the follower reads the whole log.
 
     def process(self, cur: Cursor, items: Sequence[Item]) -> None:
         last = cur.execute("SELECT position, hash FROM audit_chain ORDER BY position DESC LIMIT 1")
         done, previous = (
             (int(last[0]["position"]), bytes.fromhex(last[0]["hash"])) if last else (0, GENESIS)
         )
+        chain: list[tuple[Any, ...]] = []
+        for item in items:
+            n = item.notification
+            if item.position <= done or n is None:
+                continue
+            oid = canonical_id(n.originator_id)
+            previous = link(previous, item.position, oid, n.originator_version, n.topic, n.state)
+            chain.append((item.position, previous.hex()))
+        # Only positions after the chain's top get here, in the transaction that records
+        # the position, so these rows are new: appended in bulk (COPY on PostgreSQL).
+        cur.copy_rows("audit_chain", ("position", "hash"), chain)
+
+
+class AuditProjection(Projection):
+    """The index, `audit_events` and `audit_owners`: each row depends on one aggregate's
+    events (its owner is named by its first), so a rebuild replays it in partitions."""
+
+    name = "audit"
+    tables = INDEX_TABLES
+    keyed_by_originator = True
+    decodes = False  # read from the stored JSON (`projections/redaction.py`)
+    # No handlers, so no topics: the follower reads the whole log.
+
+    def __init__(self) -> None:
+        # aggregate id → (org id, type), or None: it has none (its created event named none)
+        self._owners: dict[str, tuple[str, str] | None] = {}
+
+    def process(self, cur: Cursor, items: Sequence[Item]) -> None:
+        # A batch writes all its rows or none, so positions up to the last row are done
+        # (a replay from an earlier tracking position writes nothing twice). Not so in a
+        # partition of a rebuild: the other partitions' rows are there too, and it never
+        # replays a position.
+        done = 0
+        if getattr(cur, "partition", None) is None:
+            last = cur.execute("SELECT MAX(position) AS p FROM audit_events")
+            done = int(last[0]["p"] or 0) if last else 0
         items = [i for i in items if i.position > done and i.notification is not None]
         if not items:
             return
         if len(self._owners) > 200_000:  # bounded memory: the table is the truth
             self._owners.clear()
         self._load_owners(cur, items)
-        chain: list[tuple[Any, ...]] = []
         rows: list[tuple[Any, ...]] = []
         owners: list[tuple[Any, ...]] = []
         for item in items:
-            n = item.notification
-            assert n is not None
-            oid = canonical_id(n.originator_id)
-            previous = link(previous, item.position, oid, n.originator_version, n.topic, n.state)
-            chain.append((item.position, previous.hex()))
             row, owner = self._index(item)
             if row is not None:
                 rows.append(row)
             if owner is not None:
                 owners.append(owner)
-        # Only positions after the chain's top get here, in the transaction that records
-        # the position, so these rows are new: appended in bulk (COPY on PostgreSQL).
-        cur.copy_rows("audit_chain", ("position", "hash"), chain)
         cur.copy_rows("audit_owners", ("aggregate_id", "organization_id", "aggregate_type"),
                       owners)  # fmt: skip
         columns = ("position", "organization_id", "aggregate_id", "aggregate_type", "version",
@@ -227,41 +215,57 @@ class AuditProjection(Projection):
 
     def _index(self, item: Item) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
         """The `audit_events` row of an item (None: no organization) and a new owner."""
-        n, event = item.notification, item.event
+        n = item.notification
         assert n is not None
-        name = event_type(n.topic)
-        aggregate_type = name.partition(".")[0]
-        aggregate_id = str(n.originator_id)
+        name, aggregate_type = _names(n.topic)
+        aggregate_id = _text(n.originator_id)
+        try:
+            fields = stored_fields(n.state)
+            named = fields.get("organization_id")  # an owner only when it is an id
+            is_id = type(named) is dict and named.get("_type_") == "uuid_hex"
+            org_named = stored_text(named) if is_id else None
+            occurred_at = stored_text(fields["timestamp"])
+            actor = actor_of(name, aggregate_id, lambda key: stored_text(fields[key]))
+            data = stored_data(fields)
+        except Unreadable:
+            event = item.domain_event()
+            named = getattr(event, "organization_id", None)
+            org_named = uuid_text(named) if isinstance(named, UUID) else None
+            occurred_at = iso(event.timestamp)
+            actor = actor_of(name, aggregate_id, functools.partial(getattr, event))
+            data = event_data(event)
         owner = None
         org_id: str | None
         known = self._owners.get(aggregate_id)
         if known is not None:
             org_id = known[0]
-        elif isinstance(event, Organization.Created):
+        elif n.topic == _ORGANIZATION_CREATED:
             org_id = aggregate_id
         else:
-            named = getattr(event, "organization_id", None)
-            org_id = str(named) if isinstance(named, UUID) else None
+            org_id = org_named
         # A created event is processed once per committed batch (positions after the
-        # chain's top only), so its owner row is written then, whatever memory holds.
-        if org_id is not None and n.originator_version == 1:
-            owner = (aggregate_id, org_id, aggregate_type)
-            self._remember(aggregate_id, (org_id, aggregate_type))
+        # index's last row only), so its owner row is written then, whatever memory holds.
+        if n.originator_version == 1:
+            if org_id is not None:
+                owner = (aggregate_id, org_id, aggregate_type)
+            self._owners[aggregate_id] = None if org_id is None else (org_id, aggregate_type)
         if org_id is None:
             return None, None
         row = (
             item.position, org_id, aggregate_id, aggregate_type, n.originator_version, name,
-            iso(event.timestamp), actor_of(event, name), dumps(event_data(event)),
+            occurred_at, actor, dumps(data),
         )  # fmt: skip
         return row, owner
 
     def _load_owners(self, cur: Cursor, items: Sequence[Item]) -> None:
-        """Owners of this batch's aggregates not in memory: one query per batch."""
-        missing = {
-            str(i.notification.originator_id)
-            for i in items
-            if i.notification is not None and i.notification.originator_version > 1
-        } - self._owners.keys()
+        """Owners not in memory of this batch's aggregates created before it: one query."""
+        later: set[str] = set()
+        created: set[str] = set()
+        for item in items:
+            n = item.notification
+            if n is not None:
+                (created if n.originator_version == 1 else later).add(_text(n.originator_id))
+        missing = later - created - self._owners.keys()
         wanted = sorted(missing)
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
@@ -271,10 +275,9 @@ class AuditProjection(Projection):
                 f" WHERE aggregate_id IN ({marks})",
                 chunk,
             ):
-                self._remember(row["aggregate_id"], (row["organization_id"], row["aggregate_type"]))
-
-    def _remember(self, aggregate_id: str, owner: tuple[str, str]) -> None:
-        self._owners[aggregate_id] = owner
+                self._owners[row["aggregate_id"]] = (row["organization_id"], row["aggregate_type"])
+        for aggregate_id in missing:  # created without one
+            self._owners.setdefault(aggregate_id, None)
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -190,9 +190,7 @@ def replay(
     `commit()` is called about every `COMMIT_EVERY` positions (big transactions). With a
     `partition`, only the events of its keys are read and applied.
     """
-    with ExitStack() as stack:
-        reader = None if partition is None else partition.reader(app, projection)
-        select = None if reader is None else stack.enter_context(reader)
+    with log_reader(app, projection, partition) as select:
         batches = read_log(app, sorted(projection.topics), start, stop, select=select)
         applied, done = _apply(app, projection, cur, batches, start, progress, commit, partition)
     if progress is not None and stop > done:
@@ -216,8 +214,11 @@ def _apply(
     done = start
     since_commit = 0
     for notifications in batches:
-        items = [Item(n.id, to_domain_event(n), n) for n in notifications]
-        if partition is not None:
+        if projection.decodes:
+            items = [Item(n.id, to_domain_event(n), n) for n in notifications]
+        else:
+            items = [Item(n.id, None, n, to_domain_event) for n in notifications]
+        if partition is not None and not projection.keyed_by_originator:  # else SQL did
             items = [item for item in items if partition.owns(projection, item.event)]
         projection.process(cur, items)
         applied += len(items)
@@ -256,35 +257,56 @@ class Partition:
             return self.index == 0
         return key.bytes[15] % self.count == self.index
 
-    @contextmanager
-    def reader(self, app: Flowledger, projection: Projection) -> Iterator[Select]:
-        """Its share of the log: every event of the topics keyed by their data (refunds),
-        only its keys' events of the topics keyed by their own aggregate, read on a
-        connection of its own with plain tuple rows (the reader's CPU is the replay's too)."""
-        table = app.recorder.events_table_name  # type: ignore[attr-defined]
+
+@contextmanager
+def log_reader(
+    app: Flowledger, projection: Projection, partition: Partition | None = None
+) -> Iterator[Select | None]:
+    """The replay's read of the log on PostgreSQL (None elsewhere: the recorder's own):
+    plain tuple rows on a connection of its own, made into notifications without the
+    recorder's dict rows (the reader's CPU is the replay's too). With a `partition`, only
+    its share: every event of the topics keyed by their data (refunds), only its keys'
+    events of the topics keyed by their own aggregate (or of every event, for a projection
+    `keyed_by_originator`)."""
+    if app.db.dialect != "postgres":
+        yield None
+        return
+    table = app.recorder.events_table_name  # type: ignore[attr-defined]
+    where: list[str] = []
+    topics: list[Any] = []
+    if partition is None:
+        if projection.topics:
+            where.append("topic = ANY(%s)")
+            topics.append(sorted(projection.topics))
+    else:
         keyed = sorted(topic_of(c) for c in projection.by_originator)
         shared = sorted(projection.topics - set(keyed))
-        sql = (
-            "SELECT notification_id, originator_id, originator_version, topic, state"
-            f" FROM {table} WHERE notification_id > %s AND notification_id <= %s"
-            " AND (topic = ANY(%s) OR (topic = ANY(%s)"
-            " AND get_byte(uuid_send(originator_id), 15) %% %s = %s))"
-            " ORDER BY notification_id LIMIT %s"
-        )
-        with app.db.dedicated_connection() as conn:
+        mine = "get_byte(uuid_send(originator_id), 15) %% %s = %s"
+        if projection.keyed_by_originator:  # the whole log, every event by its aggregate
+            where.append(mine)
+        else:
+            where.append(f"(topic = ANY(%s) OR (topic = ANY(%s) AND {mine}))")
+            topics += [shared, keyed]
+        topics += [partition.count, partition.index]
+    sql = (
+        "SELECT notification_id, originator_id, originator_version, topic, state"
+        f" FROM {table} WHERE notification_id > %s AND notification_id <= %s"
+        f"{''.join(f' AND {w}' for w in where)} ORDER BY notification_id LIMIT %s"
+    )
+    # A partition reads a window of positions per query: PostgreSQL cannot estimate its
+    # filter, and over an open range it scans and sorts all that is left.
+    span = None if partition is None else partition.count
+    with app.db.dedicated_connection() as conn:
 
-            def select(after: int, limit: int, until: int) -> list[Notification]:
-                # A window of positions per query: PostgreSQL cannot estimate the hash
-                # filter, and over an open range it scans and sorts all that is left.
-                rows: list[tuple[Any, ...]] = []
-                while not rows and after < until:
-                    upper = min(until, after + limit * self.count)
-                    params = (after, upper, shared, keyed, self.count, self.index, limit)
-                    rows = conn.execute(sql, params).fetchall()
-                    after = upper
-                return [_notification(*row) for row in rows]
+        def select(after: int, limit: int, until: int) -> list[Notification]:
+            rows: list[tuple[Any, ...]] = []
+            while not rows and after < until:
+                upper = until if span is None else min(until, after + limit * span)
+                rows = conn.execute(sql, (after, upper, *topics, limit)).fetchall()
+                after = upper
+            return [_notification(*row) for row in rows]
 
-            yield select
+        yield select
 
 
 def _notification(
@@ -307,7 +329,8 @@ def partitions_for(app: Flowledger, projection: Projection, positions: int) -> i
     """How many processes should replay `positions` positions of `projection`: 1 unless it
     can be split by key and the replay is long enough to repay spawning the processes."""
     settings = app.settings
-    if not projection.by_originator or positions < settings.rebuild_parallel_min:
+    keyed = projection.by_originator or projection.keyed_by_originator
+    if not keyed or positions < settings.rebuild_parallel_min:
         return 1
     return settings.rebuild_workers
 
@@ -345,7 +368,7 @@ def _replay_partition(
             conn.execute("SET synchronous_commit TO off")
             with _transactions(conn) as commit:
                 # From position 0 the shadow's tables were empty and its keys are its alone.
-                cur = _RebuildCursor(conn, RowMemory() if start == 0 else None)
+                cur = _RebuildCursor(conn, RowMemory() if start == 0 else None, partition)
                 count = replay(app, projection, cur, start, stop, progress, commit, partition)
             applied[partition.index] = count
     except BaseException:
@@ -585,12 +608,16 @@ class _PgRebuild:
 class _RebuildCursor(PgCursor):
     """The rebuild's `Cursor` on its dedicated connection, with the `RowMemory` that lets
     `Rows` skip reading rows back and `COPY` the new ones (psycopg pipelines the upserts
-    of the few rows seen before by itself)."""
+    of the few rows seen before by itself), and the `partition` it writes for, if any
+    (its tables then also hold the other partitions' rows)."""
 
-    def __init__(self, conn: Any, row_memory: RowMemory | None = None) -> None:
+    def __init__(
+        self, conn: Any, row_memory: RowMemory | None = None, partition: Partition | None = None
+    ) -> None:
         super().__init__(conn)
         # Only for tables this cursor's rebuild alone has written since they were created.
         self.row_memory = row_memory
+        self.partition = partition
 
 
 @contextmanager

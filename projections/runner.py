@@ -51,6 +51,15 @@ class Item:
     position: int
     event: Any
     notification: Notification | None = None
+    #: Decodes `notification` on demand, for a projection that does not have its events
+    #: decoded (`Projection.decodes`): `event` may then be None.
+    decoder: Callable[[Notification], Any] | None = None
+
+    def domain_event(self) -> Any:
+        """The decoded event, decoding it now if it was not."""
+        if self.event is None and self.decoder is not None and self.notification is not None:
+            return self.decoder(self.notification)
+        return self.event
 
 
 class Projection:
@@ -78,6 +87,13 @@ class Projection:
     #: (a rebuild partition then reads only its share of those, filtered in SQL), and
     #: `partition_key` gives every handled event's key. Empty: replayed in one process.
     by_originator: ClassVar[frozenset[type]] = frozenset()
+    #: The same for a projection of the whole log (no topics) whose every row depends on
+    #: the events of one aggregate: a partition reads only its aggregates' events (the
+    #: SQL filter alone decides; `partition_key` is not asked).
+    keyed_by_originator: ClassVar[bool] = False
+    #: False for a read model of the stored records alone (`Item.notification`), such as
+    #: the audit hash chain: its followers and rebuilds do not decode the events for it.
+    decodes: ClassVar[bool] = True
 
     def partition_key(self, event: Any) -> UUID | None:
         """The key whose rows `event` changes; None for rows every key shares (replayed by
@@ -162,6 +178,7 @@ class Follower:
         handle: Callable[[list[Item], int], None],
         topics: frozenset[str] | None = None,
         batch: int = BATCH,
+        decode: bool = True,
     ) -> None:
         self.app = app
         self.db = app.db
@@ -169,6 +186,7 @@ class Follower:
         self.handle = handle
         self.topics = topics
         self.batch = batch
+        self.decode = decode
         self.stopped = threading.Event()
         self.active = threading.Event()  # set while this copy holds the lock
         self._position: int | None = None  # kept in memory while this copy leads
@@ -213,16 +231,13 @@ class Follower:
             inclusive_of_start=False,
         )
         last = notifications[-1].id if len(notifications) == self.batch else top
-        self.handle([self._item(n) for n in notifications], last)
+        self.handle([_item(self.app, n, self.decode) for n in notifications], last)
         self._position = last
         return True
 
     def catch_up(self) -> None:
         while self.step():
             pass
-
-    def _item(self, notification: Notification) -> Item:
-        return Item(notification.id, self.app.mapper.to_domain_event(notification), notification)
 
     @contextmanager
     def _leadership(self) -> Iterator[Callable[[float], None]]:
@@ -253,7 +268,9 @@ def projection_follower(app: Flowledger, projection: Projection) -> Follower:
             projection.process(cur, items)
             record_position(cur, projection.name, last)
 
-    return Follower(app, projection.name, handle, topics=projection.topics)
+    return Follower(
+        app, projection.name, handle, topics=projection.topics, decode=projection.decodes
+    )
 
 
 class ProjectionGroup:
@@ -345,7 +362,8 @@ class ProjectionGroup:
             inclusive_of_start=False,
         )
         last = notifications[-1].id if len(notifications) == self.batch else top
-        items = [(n.topic, _item(self.app, n)) for n in notifications]  # decoded once
+        decode = any(p.decodes for p in members)
+        items = [(n.topic, _item(self.app, n, decode)) for n in notifications]  # decoded once
         moved: dict[str, int] = {}
         with self.db.transaction() as cur:
             for projection in members:
@@ -432,5 +450,7 @@ def _union_topics(members: Sequence[Projection]) -> list[str]:
     return sorted(frozenset().union(*(p.topics for p in members)))
 
 
-def _item(app: Flowledger, notification: Notification) -> Item:
-    return Item(notification.id, app.mapper.to_domain_event(notification), notification)
+def _item(app: Flowledger, notification: Notification, decode: bool = True) -> Item:
+    if decode:
+        return Item(notification.id, app.mapper.to_domain_event(notification), notification)
+    return Item(notification.id, None, notification, app.mapper.to_domain_event)

@@ -81,7 +81,7 @@ def test_verify_names_the_event_edited_in_sql(
 ) -> None:
     for i in range(5):
         api.workflow(acme["token"], name=f"flow {i}")
-    assert api.deps.settle("audit")
+    assert api.deps.settle("audit_chain", "audit")
     top = api.position()
     clean = _cli(api, "audit", "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr

@@ -17,7 +17,8 @@ from commands.organization import CreateOrganization, create_organization
 from commands.user import RegisterUser, register_user
 from events.application import Flowledger
 from flowledger.audit import verify
-from projections.audit import REDACTED, AuditProjection, redact
+from projections.audit import AuditChainProjection, AuditProjection
+from projections.redaction import REDACTED, redact
 from projections.runner import Item, projection_follower, record_position
 from tests.unit.test_api_harness import Harness, assert_error
 
@@ -218,7 +219,7 @@ def test_verify_passes_on_a_clean_log_and_names_an_altered_event(
 ) -> None:
     _workflows(api, acme["token"], 3)
     top = api.position()
-    api.deps.settle("audit")
+    api.deps.settle("audit_chain", "audit")
     clean = _cli(api, "audit", "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert f"verified {top} events" in clean.stdout and "OK" in clean.stdout
@@ -238,7 +239,7 @@ def test_verify_names_a_deleted_event_and_a_missing_chain_row(
     api: Harness, acme: dict[str, Any]
 ) -> None:
     _workflows(api, acme["token"], 2)
-    api.deps.settle("audit")
+    api.deps.settle("audit_chain", "audit")
     settings = api.deps.settings
     assert verify(settings).first_bad is None
     with sqlite3.connect(settings.sqlite_path) as raw:
@@ -252,7 +253,7 @@ def test_verify_names_a_deleted_event_and_a_missing_chain_row(
 
 
 def test_events_not_chained_yet_are_lag_not_failures(api: Harness, acme: dict[str, Any]) -> None:
-    api.deps.settle("audit")
+    api.deps.settle("audit_chain", "audit")
     settings = api.deps.settings
     with sqlite3.connect(settings.sqlite_path) as raw:
         top = raw.execute("SELECT MAX(position) FROM audit_chain").fetchone()[0]
@@ -265,7 +266,7 @@ def test_the_projection_chains_exactly_what_verify_recomputes(
     api: Harness, acme: dict[str, Any]
 ) -> None:
     _workflows(api, acme["token"], 4)
-    api.deps.settle("audit")
+    api.deps.settle("audit_chain", "audit")
     found = verify(api.deps.settings, batch=3)  # batches that end anywhere
     assert found.first_bad is None and found.lag == 0 and found.verified == api.position()
 
@@ -276,7 +277,7 @@ def test_export_writes_the_tenants_events_with_their_hashes(
     _workflows(api, acme["token"], 2)
     theirs = api.user("other@example.com")
     api.organization(theirs, "globex")
-    api.deps.settle("audit")
+    api.deps.settle("audit_chain", "audit")
     out = tmp_path / "acme.jsonl"
     done = _cli(api, "audit", "export", "--tenant", "acme", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -297,15 +298,18 @@ def test_the_chain_is_the_same_in_small_batches_and_after_a_replay(app: Flowledg
     owner = register_user(app, RegisterUser(email="a@example.com", password="x" * 12,
                                             full_name="Ann"))  # fmt: skip
     create_organization(app, owner.id, CreateOrganization(name="A", tenant_id="ann"))
-    follower = projection_follower(app, AuditProjection())
-    follower.batch = 3
-    follower.catch_up()
+    for projection in (AuditChainProjection(), AuditProjection()):
+        follower = projection_follower(app, projection)
+        follower.batch = 3
+        follower.catch_up()
     rows = app.db.query("SELECT position, hash FROM audit_chain ORDER BY position")
     assert [r["position"] for r in rows] == list(range(1, app.recorder.max_notification_id() + 1))
     assert verify(app.settings).first_bad is None
     with app.db.transaction() as cur:
+        record_position(cur, "audit_chain", 0)
         record_position(cur, "audit", 0)
-    projection_follower(app, AuditProjection()).catch_up()
+    for projection in (AuditChainProjection(), AuditProjection()):
+        projection_follower(app, projection).catch_up()
     assert app.db.query("SELECT position, hash FROM audit_chain ORDER BY position") == rows
     assert len(app.db.query("SELECT position FROM audit_events")) == 5
 
@@ -325,4 +329,3 @@ def test_a_rolled_back_batch_is_written_again_in_full(app: Flowledger) -> None:
     follower.catch_up()  # the same instance: what it remembered must not skip a row
     owners = app.db.query("SELECT aggregate_type FROM audit_owners ORDER BY aggregate_type")
     assert [r["aggregate_type"] for r in owners] == ["CreditAccount", "Organization"]
-    assert verify(app.settings).first_bad is None
