@@ -7,7 +7,7 @@ therefore idempotent (its aggregate's state says what is already done).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ from events.application import Flowledger
 from events.automation_event import AutomationEvent
 from events.execution import Execution
 from flowledger import failpoints
-from projections.formats import event_id
 from projections.runner import Follower, Item, record_position, topic_of
 from workers import automation_events as automation_event_actors
 from workers import execution as execution_actors
@@ -65,36 +64,35 @@ ROUTES: dict[type, Route] = {
 }
 
 
-def _webhooks(event: Any) -> list[Send]:
-    """Outgoing webhooks: `fan_out` reads the event back and finds the endpoints."""
-    ids = (str(event_id(event)), str(event.originator_id), event.originator_version)
-    return [Send(webhooks.fan_out, ids)]
+#: The domain events that may become outgoing webhooks (`workers.webhooks.fan_out_many`).
+WEBHOOK_EVENTS = frozenset(webhook_events.ROUTED)
 
 
-def _also(first: Route | None, then: Route) -> Route:
-    """Both routes' messages, so webhook routes never replace another route of a class."""
-    if first is None:
-        return then
-    return lambda event: [*first(event), *then(event)]
-
-
-for _event_class in webhook_events.ROUTED:
-    ROUTES[_event_class] = _also(ROUTES.get(_event_class), _webhooks)
-
-
-def sends_for(item: Item) -> list[Send]:
-    route = ROUTES.get(type(item.event))
-    return route(item.event) if route else []
+def sends_for(items: Sequence[Item]) -> list[Send]:
+    """The messages of a batch of the log: each routed event's own, in log order, then its
+    webhook events' fan-out, up to `FAN_OUT_BATCH` events per message."""
+    sends: list[Send] = []
+    fanned: list[list[Any]] = []
+    for item in items:
+        event = item.event
+        route = ROUTES.get(type(event))
+        if route is not None:
+            sends += route(event)
+        if type(event) in WEBHOOK_EVENTS:
+            fanned.append([str(event.originator_id), event.originator_version])
+    batch = webhooks.FAN_OUT_BATCH
+    for start in range(0, len(fanned), batch):
+        sends.append(Send(webhooks.fan_out_many, (fanned[start : start + batch],)))
+    return sends
 
 
 def dispatcher(app: Flowledger) -> Follower:
     """A follower that sends each routed event's messages, then records its position."""
-    topics = frozenset(topic_of(c) for c in ROUTES)
+    topics = frozenset(topic_of(c) for c in (*ROUTES, *WEBHOOK_EVENTS))
 
     def handle(items: list[Item], last: int) -> None:
-        for item in items:
-            for send in sends_for(item):
-                send()
+        for send in sends_for(items):
+            send()
         failpoints.hit("dispatcher.after_send")  # crash tests: sent, not yet tracked
         with app.db.transaction() as cur:
             record_position(cur, NAME, last)

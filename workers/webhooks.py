@@ -1,11 +1,13 @@
 """Delivering outgoing webhooks: fan-out of an event, then one POST per delivery attempt.
 
 `fan_out` turns one domain event into deliveries for every matching active endpoint of the
-organization (one save for all of them) and sends a `deliver` for each. `deliver` makes one
-attempt, records it, and schedules the next one as a delayed message to itself (about 5 s,
-30 s, 2 min, 10 min, ... with ±20 % jitter, times `webhook_backoff_scale`), until success or
-`max_attempts` (then the delivery is dead: `failed`). Both are safe to run twice: a repeated
-fan-out creates nothing (deterministic delivery ids), and a finished delivery is not sent.
+organization (one save for all of them) and sends a `deliver` for each (the dispatcher sends
+`fan_out_many`: the same for every such event of a batch of the log, in one message).
+`deliver` makes one attempt, records it, and schedules the next one as a delayed message to
+itself (about 5 s, 30 s, 2 min, 10 min, ... with ±20 % jitter, times
+`webhook_backoff_scale`), until success or `max_attempts` (then the delivery is dead:
+`failed`). Both are safe to run twice: a repeated fan-out creates nothing (deterministic
+delivery ids), and a finished delivery is not sent.
 
 A per-endpoint cap on concurrent POSTs (Dramatiq's `ConcurrentRateLimiter`, on Redis when
 configured) keeps a slow endpoint from holding every worker thread: over the cap, the
@@ -161,10 +163,28 @@ def start_deliveries(app: Flowledger, endpoints: list[WebhookEndpoint], item: Ou
     return len(ids)
 
 
+#: Events per `fan_out_many` message: a retried message fans out at most this many again
+#: (each a no-op when its deliveries exist: deterministic ids).
+FAN_OUT_BATCH = 100
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=20)
+def fan_out_many(events: list[list[Any]]) -> None:
+    """`fan_out` of several events, `[aggregate_id, version]` each: what the
+    dispatcher sends, one message per batch of the log it read, instead of one per event
+    (most events go to no endpoint, and a message costs more than finding that out)."""
+    app = context.app()
+    for aggregate_id, version in events:
+        _fan_out(app, aggregate_id, int(version))
+
+
 @dramatiq.actor(queue_name=QUEUE, max_retries=20)
 def fan_out(event_id: str, aggregate_id: str, version: int) -> None:
     """Deliveries of one domain event (read back from the store) to every matching endpoint."""
-    app = context.app()
+    _fan_out(context.app(), aggregate_id, version)
+
+
+def _fan_out(app: Flowledger, aggregate_id: str, version: int) -> None:
     # Most organizations have no endpoint: find out from the (cached) current aggregate
     # before reading the event and the aggregate as of its version.
     now: Any = app.repository.get(UUID(aggregate_id), deepcopy_from_cache=False)

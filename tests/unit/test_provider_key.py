@@ -238,7 +238,9 @@ def test_limit_reached_becomes_one_api_key_limit_reached_webhook(app: Flowledger
     broker.setup(Settings())  # the in-process broker, before the actors are declared
     from workers.dispatcher import sends_for
 
-    assert [s.actor.actor_name for s in sends_for(Item(1, paused))] == ["fan_out"]
+    [send] = sends_for([Item(1, paused)])
+    assert send.actor.actor_name == "fan_out_many"
+    assert send.args == ([[str(key.id), paused.originator_version]],)
 
 
 def test_commands_never_show_the_key_in_a_repr_or_a_validation_error() -> None:
