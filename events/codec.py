@@ -113,12 +113,13 @@ class FastJSONTranscoder(JSONTranscoder):
         wrapped = data.count(_NEEDLE)
         if not wrapped:
             return obj
-        if type(obj) is dict and self._top_level(obj) == wrapped:
+        if type(obj) is dict and self._top_level(obj, wrapped) == wrapped:
             return obj
         return self._walk(obj)
 
-    def _top_level(self, obj: dict[str, Any]) -> int:
-        """Convert the top-level wrappers whose data is a plain value; how many."""
+    def _top_level(self, obj: dict[str, Any], wrapped: int) -> int:
+        """Convert the top-level wrappers whose data is a plain value; how many (it stops
+        once all `wrapped` of the bytes are converted: the rest holds none)."""
         converted = 0
         for key, value in obj.items():
             if (
@@ -130,6 +131,8 @@ class FastJSONTranscoder(JSONTranscoder):
             ):
                 obj[key] = self._unwrap(value)
                 converted += 1
+                if converted == wrapped:
+                    break
         return converted
 
     def _walk(self, value: Any) -> Any:

@@ -78,18 +78,21 @@ class Rows:
         self.stored: set[str] = set()  # keys the table already holds (loaded or remembered)
         self.changed: dict[str, None] = {}  # an ordered set
         self.deleted: set[str] = set()
+        self.absent: set[str] = set()  # keys asked for that the table did not hold
         # A rebuild's cursor remembers what it wrote (see RowMemory); others have none.
         self.memory: RowMemory | None = getattr(cur, "row_memory", None)
         self.load(keys)
 
     def load(self, keys: Iterable[Any]) -> None:
-        wanted = sorted({str(k) for k in keys} - self.rows.keys())
+        asked = wanted = sorted({str(k) for k in keys} - self.rows.keys())
         if self.memory is not None:
-            asked = wanted
             wanted = self.memory.unknown(self.table, asked, self.rows)
             self.stored.update(k for k in asked if k in self.rows)
-        if not wanted:
-            return
+        if wanted:
+            self._select(wanted)
+        self.absent.update(k for k in asked if k not in self.rows)
+
+    def _select(self, wanted: list[str]) -> None:
         if self.cur.dialect == "postgres":  # one array parameter: no query of 5,000 `%s`
             found = self.cur.execute(
                 f"SELECT * FROM {self.table} WHERE {self.key} = ANY(%s)", (wanted,)
@@ -126,11 +129,13 @@ class Rows:
             self.deleted.discard(key)
 
     def delete(self, key: Any) -> None:
-        """Forget the row, here and (at `write`) in the table."""
+        """Forget the row, here and (at `write`) in the table, unless the table never held
+        it (a row inserted and deleted within the batch, such as a short run's)."""
         key = str(key)
         self.rows.pop(key, None)
         self.changed.pop(key, None)
-        self.deleted.add(key)
+        if key not in self.absent:
+            self.deleted.add(key)
 
     def update(self, row: dict[str, Any], **columns: Any) -> None:
         row.update(columns)
@@ -172,4 +177,5 @@ class Rows:
                 values,
             )
         self.stored.update(self.changed)
+        self.absent.difference_update(self.changed)
         self.changed.clear()
