@@ -134,13 +134,20 @@ def on_log(settings: Settings, events: int, fill_seconds: float) -> dict[str, An
 def describe(r: dict[str, Any]) -> list[str]:
     raw = r["raw_events_per_s"]
     lines = [f"raw read of the log: {raw:,.0f} events/s ({r['raw_read']['events']:,} events)"]
-    for key, label in (("executions", "executions projection"), ("all", "all projections")):
-        ratio = r[f"{key}_ratio"]
+    ratio = r["executions_ratio"]
+    verdict = "ok" if ratio >= TARGET_RATIO else "MISS"
+    lines.append(
+        f"rebuild of executions alone: {r['executions']['events_per_s']:,.0f} events/s in"
+        f" {r['executions']['seconds']} s = {ratio:.2f} x raw (target >= {TARGET_RATIO}) {verdict}"
+    )
+    for name, one in r["all"]["projections"].items():
+        ratio = one["positions_per_s"] / raw
         verdict = "ok" if ratio >= TARGET_RATIO else "MISS"
-        lines.append(
-            f"rebuild of {label}: {r[key]['events_per_s']:,.0f} events/s in {r[key]['seconds']} s"
-            f" = {ratio:.2f} x raw (target >= {TARGET_RATIO}) {verdict}"
-        )
+        lines.append(f"  {name}: {one['seconds']} s = {ratio:.2f} x raw {verdict}")
+    lines.append(
+        f"every projection one after the other: {r['all']['events_per_s']:,.0f} events/s in"
+        f" {r['all']['seconds']} s = {r['all_ratio']:.2f} x raw (info: the sum of the rebuilds)"
+    )
     return lines
 
 
@@ -161,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    missed = min(results["executions_ratio"], results["all_ratio"]) < TARGET_RATIO
+    each = [one["positions_per_s"] / results["raw_events_per_s"]
+            for one in results["all"]["projections"].values()]  # fmt: skip
+    missed = min(results["executions_ratio"], *each) < TARGET_RATIO
     return 1 if args.strict and missed else 0
 
 

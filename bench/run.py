@@ -227,7 +227,7 @@ def run_standalone(sizes: Sizes, only: set[str], results: dict[str, Any]) -> Non
                 app.db.close()
     audit_events = (bench_audit.SMOKE if sizes is SMOKE else bench_audit.FULL)["events"]
     # (12) replays the audit figures' log when it is the size it wants: written once.
-    shared = "rebuild" in only and sizes.rebuild_events == audit_events
+    shared = {"audit", "rebuild"} <= set(only) and sizes.rebuild_events == audit_events
     if "audit" in only:
         print(f"audit: raw read, verify and /audit/log pages over {audit_events:,} events",
               flush=True)  # fmt: skip
@@ -419,16 +419,25 @@ def rows(results: dict[str, Any], smoke: bool) -> list[tuple[str, str, str, str,
     if "rebuild" in results:
         r = results["rebuild"]
         raw = r["raw_events_per_s"]
-        for key, label in (("executions", "executions"), ("all", "all projections")):
-            ratio = r[f"{key}_ratio"]
+        reference = f"raw read of the log {_n(raw)} events/s; {r['log']['events']:,} events"
+        ratio = r["executions_ratio"]
+        out.append((
+            "(12) projection rebuild, executions alone",
+            f"{_n(r['executions']['events_per_s'])} events/s = {ratio:.2f} x raw",
+            f">= {REBUILD_RATIO} x raw read", reference, _verdict(ratio >= REBUILD_RATIO, smoke),
+        ))  # fmt: skip
+        for name, one in r["all"]["projections"].items():  # each read model's own rebuild
+            ratio = one["positions_per_s"] / raw
             out.append((
-                f"(12) projection rebuild, {label}" if key == "executions"
-                else "     same, every projection one after the other",
-                f"{_n(r[key]['events_per_s'])} events/s = {ratio:.2f} x raw",
-                f">= {REBUILD_RATIO} x raw read",
-                f"raw read of the log {_n(raw)} events/s; {r['log']['events']:,} events",
+                f"     {name}, in the rebuild of all", f"{ratio:.2f} x raw",
+                f">= {REBUILD_RATIO} x raw read", f"{one['seconds']} s",
                 _verdict(ratio >= REBUILD_RATIO, smoke),
             ))  # fmt: skip
+        out.append((
+            "     every projection one after the other",
+            f"{_n(r['all']['events_per_s'])} events/s = {r['all_ratio']:.2f} x raw",
+            "(info)", f"{r['all']['seconds']} s for {len(r['all']['projections'])} rebuilds", "",
+        ))  # fmt: skip
     return out
 
 
