@@ -290,19 +290,33 @@ def log_reader(
         topics += [partition.count, partition.index]
     sql = (
         "SELECT notification_id, originator_id, originator_version, topic, state"
-        f" FROM {table} WHERE notification_id > %s AND notification_id <= %s"
+        f" FROM {table} WHERE notification_id > %s::bigint AND notification_id <= %s::bigint"
         f"{''.join(f' AND {w}' for w in where)} ORDER BY notification_id LIMIT %s"
     )
-    # A partition reads a window of positions per query: PostgreSQL cannot estimate its
-    # filter, and over an open range it scans and sorts all that is left.
-    span = None if partition is None else partition.count
+    # A window of positions per query: PostgreSQL cannot estimate a partition's filter,
+    # nor a topic filter before the table is analysed (a freshly written log), and over an
+    # open range it then scans and sorts all that is left, for every batch. A window that
+    # gave fewer than half a batch grows (sparse topics), one that filled a batch shrinks.
+    span = 1 if partition is None else partition.count
+    window = 0  # positions per query: from a batch's worth (times `span`) to 64 times that
+    scanned = 0  # positions up to here hold nothing more for this reader
     with app.db.dedicated_connection() as conn:
 
         def select(after: int, limit: int, until: int) -> list[Notification]:
+            nonlocal window, scanned
+            narrowest = limit * span
+            window = window or narrowest
+            after = max(after, scanned)
             rows: list[tuple[Any, ...]] = []
             while not rows and after < until:
-                upper = until if span is None else min(until, after + limit * span)
+                upper = min(until, after + window)
                 rows = conn.execute(sql, (after, upper, *topics, limit)).fetchall()
+                if len(rows) < limit:
+                    scanned = upper  # the window is exhausted
+                    if len(rows) < limit // 2:
+                        window = min(window * 2, narrowest * 64)
+                else:
+                    window = max(narrowest, window // 2)
                 after = upper
             return [_notification(*row) for row in rows]
 
