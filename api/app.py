@@ -52,10 +52,10 @@ from projections.runner import wait_for
 PREFIX = "/api/v1"
 
 
-def _default_run_inline(app: Flowledger, execution_id: UUID) -> Execution:
+def _default_run_inline(app: Flowledger, execution: Execution) -> Execution:
     from workers.execution import run_inline
 
-    return run_inline(app, execution_id)
+    return run_inline(app, execution)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Deps:
     app: Flowledger
     db: Database
     redis: Any = None  # a redis.Redis client, or None in the embedded mode
-    run_inline: Callable[[Flowledger, UUID], Execution] = _default_run_inline
+    run_inline: Callable[[Flowledger, Execution], Execution] = _default_run_inline
     nonces: NonceStore = field(init=False)
     idempotency: IdempotencyStore = field(init=False)
     limits: Counter = field(init=False)

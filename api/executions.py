@@ -43,7 +43,7 @@ def run_sync(deps: Deps, who: Principal, workflow_id: UUID, cmd: ExecuteWorkflow
     app = deps.app
     execution = queue_execution(app, who.org_id, who.tenant_id, workflow_id, cmd, inline=True)
     deadline = time.monotonic() + execution.timeout_seconds
-    execution = until_terminal(deps, deps.run_inline(app, execution.id), deadline)
+    execution = until_terminal(deps, deps.run_inline(app, execution), deadline)
     return sync_answer(execution, account_of(app, who.org_id).balance)
 
 

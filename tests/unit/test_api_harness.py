@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
@@ -65,7 +64,7 @@ class Harness:
     def start(
         cls,
         tmp_path: Path,
-        run_inline: Callable[[Flowledger, UUID], Execution] | None = None,
+        run_inline: Callable[[Flowledger, Execution], Execution] | None = None,
         serve: bool = False,
         **overrides: Any,
     ) -> Iterator[Harness]:
