@@ -142,6 +142,44 @@ def actor_of(name: str, aggregate_id: str, field: Callable[[str], Any]) -> str |
     return None
 
 
+Described = tuple[str | None, str, str | None, dict[str, Any]]
+
+
+def _described(item: Item, name: str, aggregate_id: str) -> Described:
+    """(the organization id the event names, when, who, its redacted data): from the
+    decoded event when the follower decoded it anyway (the projector, for the other read
+    models), else from the stored JSON, decoding only what that cannot read (a rebuild)."""
+    event = item.event
+    if event is None:
+        assert item.notification is not None
+        try:
+            return _from_stored(stored_fields(item.notification.state), name, aggregate_id)
+        except Unreadable:
+            event = item.domain_event()
+    return _from_event(event, name, aggregate_id)
+
+
+def _from_stored(fields: dict[str, Any], name: str, aggregate_id: str) -> Described:
+    named = fields.get("organization_id")  # an owner only when it is an id
+    is_id = type(named) is dict and named.get("_type_") == "uuid_hex"
+    return (
+        stored_text(named) if is_id else None,
+        stored_text(fields["timestamp"]),
+        actor_of(name, aggregate_id, lambda key: stored_text(fields[key])),
+        stored_data(fields),
+    )
+
+
+def _from_event(event: Any, name: str, aggregate_id: str) -> Described:
+    named = getattr(event, "organization_id", None)
+    return (
+        uuid_text(named) if isinstance(named, UUID) else None,
+        iso(event.timestamp),
+        actor_of(name, aggregate_id, functools.partial(getattr, event)),
+        event_data(event),
+    )
+
+
 class AuditChainProjection(Projection):
     """The hash chain, `audit_chain`: it covers the stored bytes, so it reads the stored
     records and never decodes them. Sequential by nature (each hash needs the one before),
@@ -177,7 +215,7 @@ class AuditProjection(Projection):
     name = "audit"
     tables = INDEX_TABLES
     keyed_by_originator = True
-    decodes = False  # read from the stored JSON (`projections/redaction.py`)
+    decodes = False  # read from the stored JSON when not decoded (`_described`)
     # No handlers, so no topics: the follower reads the whole log.
 
     def __init__(self) -> None:
@@ -219,21 +257,7 @@ class AuditProjection(Projection):
         assert n is not None
         name, aggregate_type = _names(n.topic)
         aggregate_id = _text(n.originator_id)
-        try:
-            fields = stored_fields(n.state)
-            named = fields.get("organization_id")  # an owner only when it is an id
-            is_id = type(named) is dict and named.get("_type_") == "uuid_hex"
-            org_named = stored_text(named) if is_id else None
-            occurred_at = stored_text(fields["timestamp"])
-            actor = actor_of(name, aggregate_id, lambda key: stored_text(fields[key]))
-            data = stored_data(fields)
-        except Unreadable:
-            event = item.domain_event()
-            named = getattr(event, "organization_id", None)
-            org_named = uuid_text(named) if isinstance(named, UUID) else None
-            occurred_at = iso(event.timestamp)
-            actor = actor_of(name, aggregate_id, functools.partial(getattr, event))
-            data = event_data(event)
+        org_named, occurred_at, actor, data = _described(item, name, aggregate_id)
         owner = None
         org_id: str | None
         known = self._owners.get(aggregate_id)
