@@ -95,6 +95,7 @@ def measure(app: Flowledger) -> dict[str, Any]:
     everything = rebuild_speed(app, [p.name for p in all_projections()])
     raw_again = raw_read(app)  # the machine may have changed meanwhile: the better of two
     raw_rate = max(raw["events_per_s"], raw_again["events_per_s"])
+    per_model = everything["projections"]
     return {
         "raw_read": raw,
         "raw_read_again": raw_again,
@@ -102,6 +103,8 @@ def measure(app: Flowledger) -> dict[str, Any]:
         "executions": executions,
         "all": everything,
         "executions_ratio": executions["events_per_s"] / raw_rate,
+        # each read model's rebuild in `all`
+        "ratios": {n: one["positions_per_s"] / raw_rate for n, one in per_model.items()},
         "all_ratio": everything["events_per_s"] / raw_rate,
         "target_ratio": TARGET_RATIO,
     }
@@ -141,7 +144,7 @@ def describe(r: dict[str, Any]) -> list[str]:
         f" {r['executions']['seconds']} s = {ratio:.2f} x raw (target >= {TARGET_RATIO}) {verdict}"
     )
     for name, one in r["all"]["projections"].items():
-        ratio = one["positions_per_s"] / raw
+        ratio = r["ratios"][name]
         verdict = "ok" if ratio >= TARGET_RATIO else "MISS"
         lines.append(f"  {name}: {one['seconds']} s = {ratio:.2f} x raw {verdict}")
     lines.append(
@@ -168,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    each = [one["positions_per_s"] / results["raw_events_per_s"]
-            for one in results["all"]["projections"].values()]  # fmt: skip
-    missed = min(results["executions_ratio"], *each) < TARGET_RATIO
+    missed = min(results["executions_ratio"], *results["ratios"].values()) < TARGET_RATIO
     return 1 if args.strict and missed else 0
 
 

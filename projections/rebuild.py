@@ -218,7 +218,7 @@ def _apply(
             items = [Item(n.id, to_domain_event(n), n) for n in notifications]
         else:
             items = [Item(n.id, None, n, to_domain_event) for n in notifications]
-        if partition is not None and not projection.keyed_by_originator:  # else SQL did
+        if partition is not None:
             items = [item for item in items if partition.owns(projection, item.event)]
         projection.process(cur, items)
         applied += len(items)
@@ -252,6 +252,11 @@ class Partition:
     count: int
 
     def owns(self, projection: Projection, event: Any) -> bool:
+        """Whether this partition applies `event`, one of what its reader gave it: events
+        the SQL chose by their own aggregate are its own already (`event` may then be None:
+        a projection that does not decode)."""
+        if projection.keyed_by_originator or type(event) in projection.by_originator:
+            return True
         key = projection.partition_key(event)
         if key is None:
             return self.index == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -48,6 +49,11 @@ def is_secret_key(name: str) -> bool:
 _FIRST = frozenset("fFcCrRwWbB")  # what every `_SECRET_VALUE` match starts with
 
 
+def _redact_text(value: str) -> str:
+    """A string shaped like one of our keys or a bearer token, replaced."""
+    return REDACTED if value[:1] in _FIRST and _SECRET_VALUE.match(value) else value
+
+
 def redact(value: Any) -> Any:
     """`value` made JSON-safe with every secret-like field replaced by "[REDACTED]".
 
@@ -58,7 +64,7 @@ def redact(value: Any) -> Any:
     """
     t = type(value)
     if t is str:
-        return REDACTED if value[:1] in _FIRST and _SECRET_VALUE.match(value) else value
+        return _redact_text(value)
     if t is dict:
         if len(value) >= 3 and value.keys() >= _SEALED:
             return REDACTED
@@ -84,7 +90,7 @@ def _redact_other(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted((redact(v) for v in value), key=str)
     if isinstance(value, str):
-        return REDACTED if _SECRET_VALUE.match(value) else value
+        return _redact_text(value)
     if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, datetime):
@@ -106,19 +112,17 @@ _ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "orig
 
 
 def event_data(event: Any) -> dict[str, Any]:
-    """The event's own fields (not the envelope), redacted (`redact`'s first level inlined:
-    the index's rebuild calls it for every event of the log)."""
-    data: dict[str, Any] = {}
-    for key, value in vars(event).items():
-        if key in _ENVELOPE:
-            continue
-        if is_secret_key(key):
-            data[key] = REDACTED
-        elif type(value) is str:
-            data[key] = REDACTED if value[:1] in _FIRST and _SECRET_VALUE.match(value) else value
-        else:
-            data[key] = redact(value)
-    return data
+    """The event's own fields (not the envelope), redacted."""
+    return _own_fields(vars(event), redact)
+
+
+def _own_fields(fields: dict[str, Any], redact_value: Callable[[Any], Any]) -> dict[str, Any]:
+    """`fields` without the envelope, secret-named ones replaced, the rest `redact_value`d."""
+    return {
+        key: REDACTED if is_secret_key(key) else redact_value(value)
+        for key, value in fields.items()
+        if key not in _ENVELOPE
+    }
 
 
 # -- the stored JSON ---------------------------------------------------------------------
@@ -158,23 +162,13 @@ def stored_text(value: Any) -> Any:
 
 def stored_data(fields: dict[str, Any]) -> dict[str, Any]:
     """`event_data` of the event whose stored fields these are."""
-    data: dict[str, Any] = {}
-    for key, value in fields.items():
-        if key in _ENVELOPE:
-            continue
-        if is_secret_key(key):
-            data[key] = REDACTED
-        elif type(value) is str:
-            data[key] = REDACTED if value[:1] in _FIRST and _SECRET_VALUE.match(value) else value
-        else:
-            data[key] = _redact_stored(value)
-    return data
+    return _own_fields(fields, _redact_stored)
 
 
 def _redact_stored(value: Any) -> Any:
     t = type(value)
     if t is str:
-        return REDACTED if value[:1] in _FIRST and _SECRET_VALUE.match(value) else value
+        return _redact_text(value)
     if t is dict:
         if len(value) == 2 and "_type_" in value and "_data_" in value:
             return _unwrapped(value["_type_"], value["_data_"])
