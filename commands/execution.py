@@ -7,10 +7,12 @@ refunded at most once however often a worker retries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from copy import deepcopy
 from typing import Any, Literal
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, RecordConflictError
 from jsonschema import Draft202012Validator
 from pydantic import Field
 
@@ -129,8 +131,11 @@ def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution
 
 @retry_on_conflict()
 def start_execution(app: Flowledger, execution_id: UUID, runner: str) -> Execution:
-    """Debit and mark running, owned by `runner`; a run past `queued` is returned untouched."""
-    execution = app.load(execution_id, Execution, "execution")
+    """Debit and mark running, owned by `runner`; a run past `queued` is returned untouched.
+
+    The run is read from its events (one query: a worker rarely holds it in its cache).
+    """
+    execution = app.read(execution_id, Execution, "execution")
     if execution.status != "queued":
         return execution
     with serialised(credit_account_id(execution.organization_id)):
@@ -145,6 +150,9 @@ def start_execution(app: Flowledger, execution_id: UUID, runner: str) -> Executi
     return execution
 
 
+Save = Callable[..., object]
+
+
 @retry_on_conflict()
 def record_attempt(
     app: Flowledger,
@@ -155,11 +163,38 @@ def record_attempt(
     note: str,
 ) -> Execution:
     execution = app.load(execution_id, Execution, "execution")
+    _record_attempt(execution, attempt, outcome, status_code, note)
+    app.save(execution)
+    return execution
+
+
+def record_attempt_on(
+    app: Flowledger,
+    execution: Execution,
+    attempt: int,
+    outcome: str,
+    status_code: int | None,
+    note: str,
+    *,
+    save: Save | None = None,
+) -> Execution:
+    """`record_attempt` on a copy of the run the caller holds (no second load), saved by
+    `save` (default `app.save`); if the run changed meanwhile, on the current run."""
+    run = deepcopy(execution)
+    _record_attempt(run, attempt, outcome, status_code, note)
+    try:
+        (save or app.save)(run)
+    except RecordConflictError:
+        return record_attempt(app, execution.id, attempt, outcome, status_code, note)
+    return run
+
+
+def _record_attempt(
+    execution: Execution, attempt: int, outcome: str, status_code: int | None, note: str
+) -> None:
     if not execution.is_terminal:
         execution.record_attempt(attempt, outcome, status_code)
         execution.log("warning" if outcome == "retryable" else "info", note)
-        app.save(execution)
-    return execution
 
 
 @retry_on_conflict()
@@ -178,6 +213,45 @@ def finish_execution(
     The same terminal status again changes nothing; another one raises ExecutionFinished.
     """
     execution = app.load(execution_id, Execution, "execution")
+    return _finish(app, execution, status, output, error, duration_ms, attempt, app.save)
+
+
+def finish_on(
+    app: Flowledger,
+    execution: Execution,
+    status: str,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    duration_ms: int | None = None,
+    attempt: tuple[int, str, int | None] | None = None,
+    save: Save | None = None,
+) -> Execution:
+    """`finish_execution` on a copy of the run the caller holds (the worker that just
+    started it: no second load). A run without a refund is saved by `save` (default
+    `app.save`; the worker's group commit); a refund takes the account's turn and its own
+    save. If the run changed meanwhile, `finish_execution` does it on the current run."""
+    try:
+        return _finish(app, deepcopy(execution), status, output, error, duration_ms, attempt,
+                       save or app.save)  # fmt: skip
+    except RecordConflictError:
+        return finish_execution(
+            app, execution.id, status, output=output, error=error, duration_ms=duration_ms,
+            attempt=attempt,
+        )  # fmt: skip
+
+
+def _finish(
+    app: Flowledger,
+    execution: Execution,
+    status: str,
+    output: Any,
+    error: dict[str, Any] | None,
+    duration_ms: int | None,
+    attempt: tuple[int, str, int | None] | None,
+    save: Save,
+) -> Execution:
+    execution_id = execution.id
     if execution.is_terminal:
         if execution.status == status:
             return execution
@@ -200,7 +274,7 @@ def finish_execution(
         raise ValueError(f"not a terminal status: {status}")
     refund = execution.refund_due
     if not refund:
-        app.save(execution)
+        save(execution)
         return execution
     with serialised(credit_account_id(execution.organization_id)):
         account = account_of(app, execution.organization_id)

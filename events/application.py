@@ -6,7 +6,7 @@ import threading
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import Recording, Transcoder
 
 from events.codec import FastJSONTranscoder, FastUUIDAsHex
@@ -80,6 +80,19 @@ class Flowledger(Application[UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"{what} not found")
         return aggregate
+
+    def read(self, aggregate_id: UUID, kind: type[A], what: str = "resource") -> A:
+        """`load` from the aggregate's events alone, in one query, bypassing the cache.
+
+        For an aggregate this process rarely holds and that is never snapshotted (an
+        execution a worker starts, created by another process): a cache miss costs a
+        snapshot query and then the events query. The result is a fresh object, free to
+        change; saving it puts it in the cache as usual.
+        """
+        found: Any = project_aggregate(None, self.events.get(aggregate_id))
+        if not isinstance(found, kind):
+            raise NotFound(f"{what} not found")
+        return found
 
     def claim(self, kind: str, key: str) -> Index | None:
         """The claim of a unique key. Claims never change once made, so a found one is

@@ -38,7 +38,9 @@ def projection_followers(app: Flowledger, names: Iterable[str] = ()) -> list[Pro
     unknown = wanted - {p.name for p in projections}
     if unknown:
         raise ValueError(f"no such projection: {', '.join(sorted(unknown))}")
-    return [ProjectionGroup(app, projections)] if projections else []
+    if not projections:
+        return []
+    return [ProjectionGroup(app, projections, pace=app.settings.projection_pace_ms / 1000)]
 
 
 def run_followers(followers: Sequence[Loop]) -> list[threading.Thread]:

@@ -43,8 +43,13 @@ class Settings(BaseSettings):
     webhook_backoff_scale: float = Field(1.0, gt=0)
     # How long a command waits for its read model to catch up (read-your-writes).
     read_your_writes_timeout: float = Field(2.0, ge=0)
-    # Dramatiq: idle poll of the Redis consumer in ms (see workers/broker.py for the cost).
-    worker_timeout_ms: int = Field(10, ge=1)
+    # Followers of the log: at most one batch per this many ms while caught up, so under load
+    # a batch carries several saves' events (projections/runner.py `pace_after`).
+    dispatch_pace_ms: int = Field(5, ge=0, le=1000)
+    projection_pace_ms: int = Field(20, ge=0, le=5000)
+    # Dramatiq: longest idle wait of a Redis consumer in ms; enqueues wake it at once
+    # (workers/broker.py). Bounds how long a stopping worker takes to notice.
+    worker_timeout_ms: int = Field(1000, ge=1)
     # Dramatiq: after this long without a heartbeat a worker's messages are redelivered.
     heartbeat_timeout_ms: int = Field(15000, ge=1000)
     # Largest number of PostgreSQL connections of each pool (event store, read side) per process.

@@ -40,6 +40,20 @@ TRACKING = ["CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, positio
 BATCH = 500
 
 
+def pace_after(stopped: threading.Event, started: float, pace: float) -> None:
+    """Wait until `pace` seconds after `started` (or until stopped).
+
+    A follower that caught up waits this long before its next batch, so under load each
+    batch carries the events of several saves: every batch costs the same few statements
+    (the log's top, the read, the tracking row) whatever its size, and at one batch per
+    save those were most of the dispatcher's and the projector's work. An idle follower
+    is not delayed: the first save after a pause is handled as soon as its NOTIFY arrives.
+    """
+    remaining = started + pace - time.monotonic()
+    if remaining > 0:
+        stopped.wait(remaining)
+
+
 @dataclass(frozen=True)
 class Item:
     """One event of the log, its position (notification id) and the stored record.
@@ -179,6 +193,7 @@ class Follower:
         topics: frozenset[str] | None = None,
         batch: int = BATCH,
         decode: bool = True,
+        pace: float = 0.0,
     ) -> None:
         self.app = app
         self.db = app.db
@@ -187,6 +202,8 @@ class Follower:
         self.topics = topics
         self.batch = batch
         self.decode = decode
+        self.pace = pace  # seconds from one batch to the next while not behind
+        self.behind = False  # the last batch was full: more is waiting
         self.stopped = threading.Event()
         self.active = threading.Event()  # set while this copy holds the lock
         self._position: int | None = None  # kept in memory while this copy leads
@@ -205,8 +222,11 @@ class Follower:
             log.info("follower.active", name=self.name, position=position(self.db, self.name))
             try:
                 while not self.stopped.is_set():
+                    started = time.monotonic()
                     if not self.step():
                         wake(1.0)
+                    elif self.pace and not self.behind:
+                        pace_after(self.stopped, started, self.pace)
             finally:
                 self.active.clear()
 
@@ -230,7 +250,8 @@ class Follower:
             topics=sorted(self.topics or ()),
             inclusive_of_start=False,
         )
-        last = notifications[-1].id if len(notifications) == self.batch else top
+        self.behind = len(notifications) == self.batch
+        last = notifications[-1].id if self.behind else top
         self.handle([_item(self.app, n, self.decode) for n in notifications], last)
         self._position = last
         return True
@@ -295,6 +316,7 @@ class ProjectionGroup:
         projections: Sequence[Projection],
         name: str = "projector",
         batch: int = BATCH,
+        pace: float = 0.0,
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
@@ -304,6 +326,8 @@ class ProjectionGroup:
         self.name = name
         self.projections = list(projections)
         self.batch = batch
+        self.pace = pace  # seconds from one batch to the next while not behind (pace_after)
+        self.behind = False
         self.stopped = threading.Event()
         self.active = threading.Event()  # set while this copy leads every member
         self.leading: frozenset[str] = frozenset()  # the members whose lock this copy holds
@@ -332,8 +356,11 @@ class ProjectionGroup:
                     if time.monotonic() >= retry_at and len(self.leading) < len(self.names):
                         self._lead(conn)
                         retry_at = time.monotonic() + 1.0
+                    started = time.monotonic()
                     if not self.step():
                         self._wake(conn, 1.0)
+                    elif self.pace and not self.behind:
+                        pace_after(self.stopped, started, self.pace)
             finally:
                 self.leading = frozenset()
                 self.active.clear()
@@ -361,7 +388,8 @@ class ProjectionGroup:
             topics=_union_topics(members),
             inclusive_of_start=False,
         )
-        last = notifications[-1].id if len(notifications) == self.batch else top
+        self.behind = len(notifications) == self.batch
+        last = notifications[-1].id if self.behind else top
         decode = any(p.decodes for p in members)
         items = [(n.topic, _item(self.app, n, decode)) for n in notifications]  # decoded once
         moved: dict[str, int] = {}

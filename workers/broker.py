@@ -14,24 +14,34 @@ new one (with a warning), so a wrong import order still delivers to the right br
 
 Latency: dramatiq 2.2.1's Redis consumer has no blocking pop. An idle consumer runs the
 ``fetch`` Lua script (LPOP) and then sleeps ``compute_backoff(misses, factor=5,
-max_backoff=timeout)``, i.e. 5, 10, 20 ... ms, capped at 50-100 % of ``timeout``. The
-timeout is the Worker's ``worker_timeout`` (1000 ms; the CLI has no flag, only the
-``dramatiq_worker_timeout`` env var), so a lone message waits ~0.4 s (p50), up to ~0.9 s.
-Our broker caps that timeout per queue instead (``poll_ms``), which works for every entry
-point. Numbers: ``python bench/broker_latency.py``.
+max_backoff=timeout)``, i.e. 5, 10, 20 ... ms, capped at the Worker's ``worker_timeout``
+(1000 ms), so a lone message waits ~0.4 s (p50), up to ~0.9 s; polling every 10 ms instead
+cost ~800 Redis commands/s and a quarter of an idle worker's core. Our broker wakes its
+consumers instead: every enqueue also pushes a token onto the queue's wake list (in the
+same round trip as the enqueue script), and a consumer that found its queue empty blocks
+on that list (``BLPOP``) until a token arrives or ``timeout`` passes. A message is fetched
+about a millisecond after it was enqueued, and an idle consumer makes one call per timeout.
+Numbers: ``python bench/broker_latency.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.broker import Broker, Consumer
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.broker import Broker, Consumer, MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -50,17 +60,23 @@ log = logging.getLogger(__name__)
 _ours: weakref.WeakSet[Broker] = weakref.WeakSet()  # brokers made by make_broker
 _booted: weakref.WeakSet[Broker] = weakref.WeakSet()  # brokers that saw process_boot
 
-#: Max idle sleep (ms) of a queue's consumer: it polls every 5-10 ms, so a message waits
-#: ~3-6 ms (p50), ~10 ms (p99) on a quiet host. Idle cost, per queue per worker process:
-#: ~135 EVALSHA/s = ~400 Redis commands/s (ZADD + LPOP run inside each script), ~5 % CPU.
-POLL_MS = 10
-#: Delay queues (``.DQ``: retries, ``send_with_options(delay=...)``) are due to run later
-#: anyway; polling them slowly halves the idle load. It bounds how late a delayed message
-#: runs, and still sends a heartbeat at least this often.
+#: Longest idle wait (ms) of a queue's consumer on its wake list: how often an idle
+#: consumer fetches anyway (a heartbeat, and a stop request noticed). A message never
+#: waits for it: its enqueue wakes the consumer.
+POLL_MS = 1000
+#: Delay queues (``.DQ``: retries, ``send_with_options(delay=...)``): their consumer holds
+#: the fetched messages until due and must come back to move them, so it waits at most
+#: this long; it bounds how late a delayed message runs.
 DELAY_POLL_MS = 500
-#: Chance per million dispatches to requeue dead workers' messages (dramatiq: 1000). At
-#: ~130 fetches/s per queue, 10000 runs maintenance about once a second, so a dead
-#: worker's messages come back ~1 s after ``heartbeat_timeout``, not ~8 s later.
+#: While every worker thread's share of prefetched messages is taken, the consumer
+#: re-checks this often (no Redis call): a thread finishing frees room for the next fetch.
+BUSY_POLL_MS = 5
+#: Tokens kept on a wake list: each wakes one blocked consumer, so this many consumers of
+#: one queue can be woken at once; more tokens would only cost empty fetches later.
+WAKE_TOKENS = 16
+#: Chance per million dispatches to requeue dead workers' messages (dramatiq: 1000). An
+#: idle consumer also runs it after every wait that ran out (``WakingRedisConsumer``), so
+#: a dead worker's messages come back within about ``POLL_MS`` of ``heartbeat_timeout``.
 MAINTENANCE_CHANCE = 10_000
 #: Failed actors retry after ~1 s, 2 s, 4 s ... capped at 5 min (dramatiq: 15 s .. 7 days):
 #: transient faults (a DB restart) heal fast, 20 tries span about an hour.
@@ -74,11 +90,53 @@ TIME_LIMIT_MS = 300_000
 EMBEDDED_WORKER_TIMEOUT_MS = 100
 
 
-class FlowledgerRedisBroker(RedisBroker):
-    """RedisBroker whose consumers poll every ``poll_ms`` (``delay_poll_ms`` for ``.DQ``).
+class WakingRedisConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, blocking on its queue's wake list when the queue is empty.
 
-    Only ``consume`` changes: the ``timeout`` the Worker passes (its ``worker_timeout``)
-    is capped, so the low latency does not depend on how the Worker was started.
+    The same fetch (the broker's ``fetch`` script: prefetch, heartbeat, maintenance) and the
+    same bookkeeping as ``_RedisConsumer.__next__``; only the idle sleep differs. A token
+    pushed between the empty fetch and the ``BLPOP`` stays on the list, so no wake-up is
+    lost; a stale token costs one empty fetch.
+    """
+
+    def __init__(self, broker: FlowledgerRedisBroker, queue_name: str, prefetch: int,
+                 timeout: int) -> None:  # fmt: skip
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.flowledger_broker = broker
+        self.wake_key = broker.wake_key(queue_name)
+        self.maintain = True  # the first fetch, and each one after a wait that ran out
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:  # as dramatiq: skip, never crash on it
+                        continue
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+                room = self.prefetch - self.outstanding_message_count
+                if room <= 0:  # every prefetched message is still being worked on
+                    time.sleep(BUSY_POLL_MS / 1000)
+                    return None
+                broker = self.flowledger_broker
+                self.message_cache = broker.fetch(self.queue_name, room, maintain=self.maintain)
+                self.maintain = False
+                if not self.message_cache:
+                    woken = broker.client.blpop([self.wake_key], timeout=self.timeout / 1000)
+                    self.maintain = woken is None
+                    return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+
+
+class FlowledgerRedisBroker(RedisBroker):
+    """RedisBroker whose enqueues wake the queue's consumers (``WakingRedisConsumer``).
+
+    ``enqueue_many`` sends several messages in one round trip (the dispatcher's batches).
+    Consumers wait at most ``poll_ms`` (``delay_poll_ms`` for ``.DQ``) whatever the Worker's
+    ``worker_timeout``, so the behaviour does not depend on how the Worker was started.
     """
 
     def __init__(self, *, poll_ms: int = POLL_MS, delay_poll_ms: int = DELAY_POLL_MS, **kw: Any):
@@ -86,9 +144,81 @@ class FlowledgerRedisBroker(RedisBroker):
         self.poll_ms = poll_ms
         self.delay_poll_ms = delay_poll_ms
 
+    def wake_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:wake:{queue_name}"
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         cap = self.delay_poll_ms if queue_name.endswith(".DQ") else self.poll_ms
-        return super().consume(queue_name, prefetch, min(timeout, cap))
+        return WakingRedisConsumer(self, queue_name, prefetch, min(timeout, cap))
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        return self.enqueue_many([(message, delay)])[0]
+
+    def enqueue_many(self, messages: Sequence[tuple[Message, int | None]]) -> list[Message]:
+        """Enqueue each (message, delay) as ``RedisBroker.enqueue`` does, in one pipeline,
+        with one wake token per queue touched."""
+        pipe = self.client.pipeline(transaction=False)
+        sent: list[tuple[Message, int | None]] = []
+        queues: list[str] = []
+        for message, delay in messages:
+            queue_name = message.queue_name
+            # A unique id per enqueue: a retried message is enqueued again (as dramatiq).
+            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            if delay is not None:
+                queue_name = dq_name(queue_name)
+                eta = current_millis() + delay
+                message = message.copy(queue_name=queue_name, options={"eta": eta})
+            self.emit_before("enqueue", message, delay)
+            maintenance = self._should_do_maintenance("enqueue")
+            self._dispatch_on(pipe, "enqueue", queue_name, maintenance,
+                              message.options["redis_message_id"], message.encode())  # fmt: skip
+            if queue_name not in queues:
+                queues.append(queue_name)
+            sent.append((message, delay))
+        for queue_name in queues:
+            pipe.lpush(self.wake_key(queue_name), 1)
+            pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+        try:
+            pipe.execute()
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+        for message, delay in sent:
+            self.emit_after("enqueue", message, delay)
+        return [message for message, _ in sent]
+
+    def fetch(self, queue_name: str, count: int, *, maintain: bool = False) -> list[bytes]:
+        """The ``fetch`` script; with `maintain`, its queue maintenance runs for sure.
+
+        An idle consumer fetches with maintenance after each wait that ran out: dramatiq
+        leaves maintenance (requeueing the unacked messages of dead workers) to chance per
+        call, and a blocked consumer makes about one call a second, not hundreds.
+        """
+        maintenance = 1 if maintain else self._should_do_maintenance("fetch")
+        try:
+            return list(self._dispatch_on(self.client, "fetch", queue_name, maintenance, count))
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None
+
+    def _dispatch_on(self, client: Any, command: str, queue_name: str, maintenance: int,
+                     *args: Any) -> Any:  # fmt: skip
+        """The broker's ``dispatch`` script on `client` (a pipeline queues it), with the
+        arguments ``RedisBroker._dispatch`` gives it."""
+        return self.scripts["dispatch"](
+            keys=[self.namespace],
+            args=[command, current_millis(), queue_name, self.broker_id,
+                  self.heartbeat_timeout, self.dead_message_ttl, maintenance,
+                  self._max_unpack_size(), *args],
+            client=client,
+        )  # fmt: skip
+
+
+def enqueue_many(broker: Broker, messages: Sequence[tuple[Message, int | None]]) -> None:
+    """Several messages in one round trip where the broker can (Redis), else one by one."""
+    if isinstance(broker, FlowledgerRedisBroker):
+        broker.enqueue_many(messages)
+        return
+    for message, delay in messages:
+        broker.enqueue(message, delay=delay)
 
 
 def _middleware() -> list[Middleware]:

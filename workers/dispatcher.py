@@ -13,6 +13,7 @@ from typing import Any
 
 import dramatiq
 import structlog
+from dramatiq.message import Message
 
 from events.application import Flowledger
 from events.automation_event import AutomationEvent
@@ -22,6 +23,9 @@ from projections.runner import Follower, Item, record_position, topic_of
 from workers import automation_events as automation_event_actors
 from workers import execution as execution_actors
 from workers import webhook_events, webhooks
+from workers.broker import enqueue_many
+from workers.subscribers import TOPICS as REGISTRY_TOPICS
+from workers.subscribers import Subscribers
 
 log = structlog.get_logger()
 NAME = "dispatcher"
@@ -37,6 +41,10 @@ class Send:
 
     def __call__(self) -> None:
         self.actor.send_with_options(args=self.args, delay=self.delay_ms)
+
+    def message(self) -> tuple[Message[Any], int | None]:
+        """The message and its delay, for `enqueue_many`."""
+        return self.actor.message_with_options(args=self.args), self.delay_ms
 
 
 Route = Callable[[Any], list[Send]]
@@ -68,17 +76,20 @@ ROUTES: dict[type, Route] = {
 WEBHOOK_EVENTS = frozenset(webhook_events.ROUTED)
 
 
-def sends_for(items: Sequence[Item]) -> list[Send]:
+def sends_for(items: Sequence[Item], subscribers: Subscribers | None = None) -> list[Send]:
     """The messages of a batch of the log: each routed event's own, in log order, then its
-    webhook events' fan-out, up to `FAN_OUT_BATCH` events per message."""
+    webhook events' fan-out, up to `FAN_OUT_BATCH` events per message; with `subscribers`,
+    only of the organizations that may have an endpoint."""
     sends: list[Send] = []
     fanned: list[list[Any]] = []
     for item in items:
         event = item.event
+        if subscribers is not None:
+            subscribers.read(event)
         route = ROUTES.get(type(event))
         if route is not None:
             sends += route(event)
-        if type(event) in WEBHOOK_EVENTS:
+        if type(event) in WEBHOOK_EVENTS and (subscribers is None or subscribers.wanted(event)):
             fanned.append([str(event.originator_id), event.originator_version])
     batch = webhooks.FAN_OUT_BATCH
     for start in range(0, len(fanned), batch):
@@ -87,16 +98,20 @@ def sends_for(items: Sequence[Item]) -> list[Send]:
 
 
 def dispatcher(app: Flowledger) -> Follower:
-    """A follower that sends each routed event's messages, then records its position."""
-    topics = frozenset(topic_of(c) for c in (*ROUTES, *WEBHOOK_EVENTS))
+    """A follower that sends each routed event's messages (one round trip per batch on
+    Redis), then records its position."""
+    topics = frozenset(topic_of(c) for c in (*ROUTES, *WEBHOOK_EVENTS)) | REGISTRY_TOPICS
+    subscribers = Subscribers(app)
 
     def handle(items: list[Item], last: int) -> None:
-        for send in sends_for(items):
-            send()
+        sends = sends_for(items, subscribers)
+        if sends:
+            enqueue_many(sends[0].actor.broker, [send.message() for send in sends])
         failpoints.hit("dispatcher.after_send")  # crash tests: sent, not yet tracked
         with app.db.transaction() as cur:
             record_position(cur, NAME, last)
         if items:
             log.debug("dispatcher.sent", events=len(items), position=last)
 
-    return Follower(app, NAME, handle, topics=topics)
+    pace = app.settings.dispatch_pace_ms / 1000
+    return Follower(app, NAME, handle, topics=topics, pace=pace)

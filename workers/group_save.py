@@ -59,12 +59,12 @@ class GroupSave:
         with self._lock:
             return len(self._waiting)
 
-    def __call__(self, aggregate: Any) -> None:
-        self.save(aggregate)
+    def __call__(self, *aggregates: Any) -> None:
+        self.save(*aggregates)
 
-    def save(self, aggregate: Any) -> None:
-        """Save the aggregate's pending events (with other threads'); raise as `app.save`."""
-        slot = _Slot(aggregate.collect_events())
+    def save(self, *aggregates: Any) -> None:
+        """Save the aggregates' pending events (with other threads'); raise as `app.save`."""
+        slot = _Slot([e for aggregate in aggregates for e in aggregate.collect_events()])
         if not slot.events:
             return
         with self._lock:
@@ -116,3 +116,16 @@ class GroupSave:
             self.app.save(*slot.events)
         except Exception as e:
             slot.error = e
+
+
+_shared: dict[float, GroupSave] = {}  # by linger, for the process's app (tests make several)
+_shared_lock = threading.Lock()
+
+
+def shared(app: Flowledger, linger: float = 0.0) -> GroupSave:
+    """The process's group commit for `app` (one per linger): worker threads share it."""
+    with _shared_lock:
+        found = _shared.get(linger)
+        if found is None or found.app is not app:
+            found = _shared[linger] = GroupSave(app, linger=linger)
+        return found

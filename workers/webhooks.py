@@ -16,7 +16,7 @@ message is put back with a short delay and the thread goes on with other endpoin
 CPU per delivery (bench figure (7), see bench/README.md): an attempt reads its delivery (one
 query) and the endpoint (the cached aggregate, brought up to date by one query, not copied),
 opens each sealed secret once, POSTs with `http.client` on a kept-alive
-connection (`workers.webhook_http`), takes and gives back its slot in one Redis round trip
+connection (`workers.http_post`), takes and gives back its slot in one Redis round trip
 each, and saves its outcome in a transaction shared with the other threads' attempts
 (`workers.group_save`): each save wakes the dispatcher and every read model.
 """
@@ -29,7 +29,6 @@ import hmac
 import http.client
 import json
 import random
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -56,7 +55,7 @@ from events.errors import NotFound
 from events.organization import Organization
 from events.webhook_endpoint import WebhookEndpoint
 from projections.formats import iso
-from workers import context, webhook_http
+from workers import context, group_save, http_post
 from workers.group_save import GroupSave
 from workers.webhook_events import Outgoing, body, outgoing
 
@@ -284,16 +283,9 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
         deliver.send_with_options(args=(str(delivery.id),), delay=int(retry_in * 1000))
 
 
-_group_save_of: list[GroupSave] = []  # the one of the process's app (tests make several)
-_group_save_lock = threading.Lock()
-
-
 def _group_save(app: Flowledger) -> GroupSave:
-    """The app's group commit for attempts: the worker threads' attempts share commits."""
-    with _group_save_lock:
-        if not _group_save_of or _group_save_of[0].app is not app:
-            _group_save_of[:] = [GroupSave(app, linger=GROUP_LINGER_S)]
-        return _group_save_of[0]
+    """The process's group commit (`workers.group_save.shared`), lingering for attempts."""
+    return group_save.shared(app, linger=GROUP_LINGER_S)
 
 
 def _post(
@@ -305,7 +297,7 @@ def _post(
         endpoint_secret(app, endpoint), str(delivery.event_id), int(time.time()), payload
     )
     try:
-        status = webhook_http.post(endpoint.url, payload, headers, TIMEOUT_SECONDS)
+        status = http_post.post(endpoint.url, payload, headers, TIMEOUT_SECONDS)
     except TimeoutError:
         return None, f"timed out after {TIMEOUT_SECONDS:g} s"
     except (OSError, http.client.HTTPException, ValueError) as e:

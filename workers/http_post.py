@@ -1,8 +1,9 @@
-"""The POST of a webhook attempt: `http.client`, one kept-alive connection per thread and host.
+"""The workers' POSTs (webhook attempts, calls to n8n): `http.client`, one kept-alive
+connection per thread and host.
 
 Measured on the 2-core machine against a local keep-alive receiver, `httpx.Client.post`
 cost ~0.9 ms of client CPU per request and `http.client` ~0.1 ms; at hundreds of
-deliveries per second that difference was a core. What a webhook POST needs is small: one
+deliveries or executions per second that difference was a core. What a POST needs is small: one
 request, a timeout, no redirects, no cookies, TLS with verified certificates (the CA bundle
 httpx uses, `certifi`), credentials in the URL sent as basic auth (as httpx does), a
 kept-alive connection. Each worker thread keeps its own connections (no pool lock); a
@@ -66,8 +67,17 @@ def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST `body`; the status code. Raises `TimeoutError`, `OSError` or
-    `http.client.HTTPException` (an unreadable answer) like a socket would."""
+    """POST `body`; the status code (the answer's body is dropped). Raises `TimeoutError`,
+    `OSError`, `ValueError` (not an http(s) URL) or `http.client.HTTPException` (an
+    unreadable answer) like a socket would."""
+    return exchange(url, body, headers, timeout, MAX_BODY)[0]
+
+
+def exchange(
+    url: str, body: bytes, headers: dict[str, str], timeout: float, max_body: int
+) -> tuple[int, bytes]:
+    """POST `body`; the status code and up to `max_body` bytes of the answer's body (a
+    longer body is cut there and its connection closed). Raises as `post`."""
     parts = urlsplit(url)
     address = parts.netloc.rpartition("@")[2]  # credentials in the URL go in a header
     key = (parts.scheme, address)
@@ -85,15 +95,17 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         conn.close()
     if conn is None or not reused:
         conn = _open(parts.scheme, address, timeout)
+    elif conn.sock is not None:
+        conn.sock.settimeout(timeout)  # this call's timeout, not the one it was opened with
     try:
-        status, keep = _exchange(conn, target, body, headers)
+        status, answer, keep = _exchange(conn, target, body, headers, max_body)
     except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
         conn.close()
         if not reused:
             raise
         conn = _open(parts.scheme, address, timeout)  # the kept-alive one was stale
         try:
-            status, keep = _exchange(conn, target, body, headers)
+            status, answer, keep = _exchange(conn, target, body, headers, max_body)
         except BaseException:
             conn.close()
             raise
@@ -107,18 +119,22 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         pool[key] = conn
     else:
         conn.close()
-    return status
+    return status, answer
 
 
 def _exchange(
-    conn: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, bool]:
-    """One request and its answer; (status, whether the connection can be kept)."""
+    conn: http.client.HTTPConnection,
+    target: str,
+    body: bytes,
+    headers: dict[str, str],
+    max_body: int,
+) -> tuple[int, bytes, bool]:
+    """One request and its answer; (status, body, whether the connection can be kept)."""
     conn.request("POST", target, body=body, headers=headers)
     answer = conn.getresponse()
-    answer.read(MAX_BODY)
+    content = answer.read(max_body)
     keep = answer.isclosed() and not answer.will_close
-    return answer.status, keep
+    return answer.status, content, keep
 
 
 def close_all() -> None:

@@ -1,4 +1,4 @@
-"""The POST of a webhook attempt (`workers.webhook_http`) against real HTTP servers, and the
+"""The POST of a webhook attempt (`workers.http_post`) against real HTTP servers, and the
 per-endpoint slots (`EndpointSlots` on `ScriptedRedisBackend`) against the real Redis."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from workers import broker
 
 broker.setup(Settings())  # the in-process broker, before the actors module is imported
 
-from workers import webhook_http  # noqa: E402
+from workers import http_post  # noqa: E402
 from workers.webhooks import EndpointSlots, ScriptedRedisBackend  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,7 +70,7 @@ def server() -> Iterator[Server]:
     one = Server()
     yield one
     one.stop()
-    webhook_http.close_all()
+    http_post.close_all()
 
 
 HEADERS = {"Content-Type": "application/json", "webhook-id": "x"}
@@ -78,15 +78,15 @@ HEADERS = {"Content-Type": "application/json", "webhook-id": "x"}
 
 def test_keeps_one_connection_alive_per_host(server: Server) -> None:
     for n in range(5):
-        assert webhook_http.post(server.url, b'{"n":%d}' % n, HEADERS, 5.0) == 200
+        assert http_post.post(server.url, b'{"n":%d}' % n, HEADERS, 5.0) == 200
     assert server.connections == 1
     assert server.bodies == [b'{"n":%d}' % n for n in range(5)]
 
 
 def test_credentials_in_the_url_are_sent_as_basic_auth(server: Server) -> None:
     url = server.url.replace("http://", "http://hook%40user:s3cret@")
-    assert webhook_http.post(url, b"{}", HEADERS, 5.0) == 200
-    assert webhook_http.post(server.url, b"{}", HEADERS, 5.0) == 200
+    assert http_post.post(url, b"{}", HEADERS, 5.0) == 200
+    assert http_post.post(server.url, b"{}", HEADERS, 5.0) == 200
     assert server.auth == ["Basic aG9va0B1c2VyOnMzY3JldA==", None]  # hook@user:s3cret
 
 
@@ -94,19 +94,19 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
     closing = Server(status=500, close_after=True)
     try:
         for _ in range(3):
-            assert webhook_http.post(closing.url, b"{}", HEADERS, 5.0) == 500
+            assert http_post.post(closing.url, b"{}", HEADERS, 5.0) == 500
         assert closing.connections == 3 and len(closing.bodies) == 3
     finally:
         closing.stop()
-        webhook_http.close_all()
+        http_post.close_all()
 
 
 def test_a_kept_alive_connection_dropped_while_idle_is_replaced(server: Server) -> None:
-    assert webhook_http.post(server.url, b"{}", HEADERS, 5.0) == 200
-    [conn] = webhook_http._connections().values()
+    assert http_post.post(server.url, b"{}", HEADERS, 5.0) == 200
+    [conn] = http_post._connections().values()
     assert conn.sock is not None
     conn.sock.shutdown(socket.SHUT_RDWR)  # as if the peer went away while idle
-    assert webhook_http.post(server.url, b"{}", HEADERS, 5.0) == 200
+    assert http_post.post(server.url, b"{}", HEADERS, 5.0) == 200
     assert server.connections == 2 and len(server.bodies) == 2
 
 
@@ -116,17 +116,17 @@ def test_a_refused_connection_and_a_timeout_raise() -> None:
     port = probe.getsockname()[1]
     probe.close()
     with pytest.raises(OSError):
-        webhook_http.post(f"http://127.0.0.1:{port}/x", b"{}", HEADERS, 5.0)
+        http_post.post(f"http://127.0.0.1:{port}/x", b"{}", HEADERS, 5.0)
     silent = socket.socket()  # accepts (backlog) and never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/x"
         with pytest.raises(TimeoutError):
-            webhook_http.post(url, b"{}", HEADERS, 0.2)
+            http_post.post(url, b"{}", HEADERS, 0.2)
     finally:
         silent.close()
-        webhook_http.close_all()
+        http_post.close_all()
 
 
 def test_endpoint_slots_cap_concurrent_holders_across_clients() -> None:
