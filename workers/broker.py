@@ -157,34 +157,44 @@ class FlowledgerRedisBroker(RedisBroker):
     def enqueue_many(self, messages: Sequence[tuple[Message, int | None]]) -> list[Message]:
         """Enqueue each (message, delay) as ``RedisBroker.enqueue`` does, in one pipeline,
         with one wake token per queue touched."""
-        pipe = self.client.pipeline(transaction=False)
         sent: list[tuple[Message, int | None]] = []
-        queues: list[str] = []
         for message, delay in messages:
-            queue_name = message.queue_name
             # A unique id per enqueue: a retried message is enqueued again (as dramatiq).
             message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
             if delay is not None:
-                queue_name = dq_name(queue_name)
                 eta = current_millis() + delay
-                message = message.copy(queue_name=queue_name, options={"eta": eta})
+                message = message.copy(queue_name=dq_name(message.queue_name),
+                                       options={"eta": eta})  # fmt: skip
             self.emit_before("enqueue", message, delay)
-            maintenance = self._should_do_maintenance("enqueue")
-            self._dispatch_on(pipe, "enqueue", queue_name, maintenance,
-                              message.options["redis_message_id"], message.encode())  # fmt: skip
-            if queue_name not in queues:
-                queues.append(queue_name)
             sent.append((message, delay))
-        for queue_name in queues:
-            pipe.lpush(self.wake_key(queue_name), 1)
-            pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
         try:
-            pipe.execute()
+            self._enqueue_pipeline([message for message, _ in sent])
+        except redis.exceptions.NoScriptError:  # Redis restarted or flushed its scripts
+            script = self.scripts["dispatch"]
+            script.sha = self.client.script_load(script.script)
+            self._enqueue_pipeline([message for message, _ in sent])
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
         for message, delay in sent:
             self.emit_after("enqueue", message, delay)
         return [message for message, _ in sent]
+
+    def _enqueue_pipeline(self, messages: list[Message]) -> None:
+        """The enqueue scripts and wake tokens, one round trip. ``evalsha`` is queued as is:
+        a script object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, one more
+        round trip per batch (``enqueue_many`` loads the script when Redis lost it)."""
+        pipe = self.client.pipeline(transaction=False)
+        queues: list[str] = []
+        for message in messages:
+            maintenance = self._should_do_maintenance("enqueue")
+            self._dispatch_on(pipe, "enqueue", message.queue_name, maintenance,
+                              message.options["redis_message_id"], message.encode())  # fmt: skip
+            if message.queue_name not in queues:
+                queues.append(message.queue_name)
+        for queue_name in queues:
+            pipe.lpush(self.wake_key(queue_name), 1)
+            pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+        pipe.execute()
 
     def fetch(self, queue_name: str, count: int, *, maintain: bool = False) -> list[bytes]:
         """The ``fetch`` script; with `maintain`, its queue maintenance runs for sure.
@@ -203,13 +213,11 @@ class FlowledgerRedisBroker(RedisBroker):
                      *args: Any) -> Any:  # fmt: skip
         """The broker's ``dispatch`` script on `client` (a pipeline queues it), with the
         arguments ``RedisBroker._dispatch`` gives it."""
-        return self.scripts["dispatch"](
-            keys=[self.namespace],
-            args=[command, current_millis(), queue_name, self.broker_id,
-                  self.heartbeat_timeout, self.dead_message_ttl, maintenance,
-                  self._max_unpack_size(), *args],
-            client=client,
-        )  # fmt: skip
+        argv = [command, current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, maintenance, self._max_unpack_size(), *args]  # fmt: skip
+        if isinstance(client, redis.client.Pipeline):
+            return client.evalsha(self.scripts["dispatch"].sha, 1, self.namespace, *argv)
+        return self.scripts["dispatch"](keys=[self.namespace], args=argv, client=client)
 
 
 def enqueue_many(broker: Broker, messages: Sequence[tuple[Message, int | None]]) -> None:

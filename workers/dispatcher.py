@@ -7,6 +7,7 @@ therefore idempotent (its aggregate's state says what is already done).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from events.application import Flowledger
 from events.automation_event import AutomationEvent
 from events.execution import Execution
 from flowledger import failpoints
-from projections.runner import Follower, Item, record_position, topic_of
+from projections.runner import RECORD_POSITION, Follower, Item, topic_of
 from workers import automation_events as automation_event_actors
 from workers import execution as execution_actors
 from workers import webhook_events, webhooks
@@ -51,9 +52,19 @@ Route = Callable[[Any], list[Send]]
 
 
 def _on_queued(event: Execution.Queued) -> list[Send]:
-    """Every run gets its timeout guard; queued (not inline) runs get their n8n call."""
+    """Queued (not inline) runs get their n8n call; runs nobody else watches over get a
+    timeout guard (`expire`, delayed by the run's timeout).
+
+    A queued sync-mode run needs no guard: its `call_n8n` message holds it until it ends
+    (redelivered if its worker dies), the call waits at most the time left, and a run found
+    past its deadline is timed out there. The guard is for the runs that wait for someone
+    else: a callback from n8n, or the API process running it inline. (The recovery sweep
+    backs both up when Redis loses a message.)
+    """
     execution_id = str(event.originator_id)
-    sends = [Send(execution_actors.expire, (execution_id,), event.timeout_seconds * 1000)]
+    sends = []
+    if event.inline or event.response_mode != "sync":
+        sends.append(Send(execution_actors.expire, (execution_id,), event.timeout_seconds * 1000))
     if not event.inline:
         sends.append(Send(execution_actors.call_n8n, (execution_id,)))
     return sends
@@ -97,21 +108,40 @@ def sends_for(items: Sequence[Item], subscribers: Subscribers | None = None) -> 
     return sends
 
 
+#: The dispatcher records its position at most this often while busy, and whenever it
+#: has caught up: a crash re-sends at most this long of the log (every actor is idempotent).
+RECORD_EVERY_S = 0.1
+
+
 def dispatcher(app: Flowledger) -> Follower:
     """A follower that sends each routed event's messages (one round trip per batch on
     Redis), then records its position."""
     topics = frozenset(topic_of(c) for c in (*ROUTES, *WEBHOOK_EVENTS)) | REGISTRY_TOPICS
     subscribers = Subscribers(app)
+    recorded = {"position": -1, "at": 0.0, "sent": -1}
+
+    def record(last: int) -> None:
+        app.db.query(RECORD_POSITION, (NAME, last))  # one statement, autocommitted
+        recorded.update(position=last, at=time.monotonic())
 
     def handle(items: list[Item], last: int) -> None:
         sends = sends_for(items, subscribers)
         if sends:
             enqueue_many(sends[0].actor.broker, [send.message() for send in sends])
         failpoints.hit("dispatcher.after_send")  # crash tests: sent, not yet tracked
-        with app.db.transaction() as cur:
-            record_position(cur, NAME, last)
+        recorded["sent"] = last
+        if time.monotonic() - recorded["at"] >= RECORD_EVERY_S:
+            record(last)
         if items:
             log.debug("dispatcher.sent", events=len(items), position=last)
 
+    def idle() -> None:
+        if recorded["sent"] > recorded["position"]:
+            record(int(recorded["sent"]))
+
+    # Most of the log is routed (a run's queued, started, debited and finished events), so
+    # the whole log is read and the rest dropped here: no query for the log's top per batch.
     pace = app.settings.dispatch_pace_ms / 1000
-    return Follower(app, NAME, handle, topics=topics, pace=pace)
+    return Follower(
+        app, NAME, handle, topics=topics, pace=pace, filter_in_sql=False, idle=idle
+    )

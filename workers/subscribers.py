@@ -39,6 +39,7 @@ class Subscribers:
         self.app = app
         self._has: dict[UUID, bool] = {}  # by registry id
         self._org_of: dict[UUID, UUID | None] = {}  # aggregate id → its organization
+        self._registry_of: dict[UUID, UUID] = {}  # organization → its registry's id (uuid5)
 
     def read(self, event: Any) -> None:
         """Take note of an event of the log, in log order (every event the dispatcher reads)."""
@@ -53,7 +54,11 @@ class Subscribers:
         org = self.organization_of(event)
         if org is None:
             return True  # not known: let the worker find out
-        registry_id = subscriptions_id(org)
+        registry_id = self._registry_of.get(org)
+        if registry_id is None:
+            if len(self._registry_of) >= MAX_REMEMBERED:
+                self._registry_of.clear()
+            registry_id = self._registry_of[org] = subscriptions_id(org)
         has = self._has.get(registry_id)
         if has is None:
             registry = current(self.app, registry_id, WebhookSubscriptions)
