@@ -18,7 +18,6 @@ import falcon
 from api import shapes
 from api.errors import ApiError
 from api.middleware import body, choice_param, page_params, timestamp_param
-from commands.credits import account_of
 from commands.execution import (
     Execute,
     ExecuteWorkflow,
@@ -27,7 +26,9 @@ from commands.execution import (
     queue_execution,
     retry_execution,
 )
+from events.credit_account import CreditAccount
 from events.execution import STATUSES, Execution
+from events.ids import credit_account_id
 from projections.executions import get_execution, list_executions
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def run_sync(deps: Deps, who: Principal, workflow_id: UUID, cmd: ExecuteWorkflow
     execution = queue_execution(app, who.org_id, who.tenant_id, workflow_id, cmd, inline=True)
     deadline = time.monotonic() + execution.timeout_seconds
     execution = until_terminal(deps, deps.run_inline(app, execution), deadline)
-    return sync_answer(execution, account_of(app, who.org_id).balance)
+    account = app.current(credit_account_id(who.org_id), CreditAccount)  # read only
+    return sync_answer(execution, account.balance if account is not None else 0)
 
 
 def until_terminal(deps: Deps, execution: Execution, deadline: float) -> Execution:

@@ -20,7 +20,8 @@ from commands.base import Command, retry_on_conflict, serialised
 from commands.credits import account_of
 from commands.workflow import workflow_of
 from events.application import Flowledger
-from events.errors import Conflict, ExecutionFinished, InvalidInput
+from events.credit_account import CreditAccount
+from events.errors import Conflict, ExecutionFinished, InvalidInput, NotFound
 from events.execution import Execution
 from events.ids import credit_account_id
 from events.workflow import Workflow
@@ -84,12 +85,11 @@ def queue_execution(
         existing = app.find(Execution.create_id(key=key), Execution)
         if existing is not None:
             return existing
-    workflow = workflow_of(app, org_id, workflow_id)
+    workflow = workflow_of(app, org_id, workflow_id, copy=False)  # read only
     workflow.check_runnable()
     _check_input(workflow, cmd.input)
-    account = account_of(app, org_id)
     price = int(workflow.definition["credits_per_execution"])
-    account.check_can_spend(price)  # the visible check; the debit is authoritative
+    _check_balance(app, org_id, price)
     execution = Execution(
         organization_id=org_id,
         workflow_id=workflow.id,
@@ -108,13 +108,13 @@ def queue_execution(
     )
     try:
         if inline:
-            with serialised(account.id):
+            with serialised(credit_account_id(org_id)):
                 account = account_of(app, org_id)
                 account.debit(price, execution.id)
                 execution.start(debited=price, runner="inline")
                 app.save(execution, account)
         else:
-            app.save(execution)
+            app.save_grouped(execution)  # with the other requests' runs, under load
     except IntegrityError:
         if key is None:
             raise
@@ -123,6 +123,27 @@ def queue_execution(
             raise  # the account's version lost a race: retry_on_conflict runs us again
         return existing
     return execution
+
+
+#: How old the balance of the first, visible check may be (`Flowledger.recent`).
+BALANCE_MAX_AGE_S = 0.1
+
+
+def _check_balance(app: Flowledger, org_id: UUID, price: int) -> None:
+    """The visible check (402 before anything is recorded); the debit is authoritative.
+
+    It reads a balance at most `BALANCE_MAX_AGE_S` old, so most requests cost no query for
+    it, and it reads the current balance before refusing: a top-up made through another
+    process is never refused. A run let through on a stale balance is rejected by the debit.
+    """
+    account_id = credit_account_id(org_id)
+    account = app.recent(account_id, CreditAccount, BALANCE_MAX_AGE_S)
+    if account is not None and account.balance >= price:
+        return
+    account = app.current(account_id, CreditAccount)
+    if account is None:
+        raise NotFound("organization not found")
+    account.check_can_spend(price)
 
 
 def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution:

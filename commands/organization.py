@@ -87,10 +87,12 @@ def organization_by_api_key(app: Flowledger, api_key: str) -> tuple[Organization
     """The organization and key id of a live key; None for unknown or revoked keys."""
     key_hash = sha256_hex(api_key)
     claim = app.claim("api_key", key_hash)
-    org = app.find(claim.ref, Organization) if claim else None
+    # Read only (every request with an API key): the cached organization, not a copy; its
+    # keys listed first, as another thread may bring it up to date meanwhile.
+    org = app.current(claim.ref, Organization) if claim else None
     if org is None:
         return None
-    for key_id, key in org.api_keys.items():
+    for key_id, key in list(org.api_keys.items()):
         if key["key_hash"] == key_hash and not key["revoked"]:
             return org, UUID(key_id)
     return None

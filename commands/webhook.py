@@ -11,7 +11,6 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, RecordConflictError
 from pydantic import Field, field_validator
 
@@ -152,17 +151,8 @@ def archive_endpoint(app: Flowledger, org_id: UUID, endpoint_id: UUID) -> None:
 
 
 def current(app: Flowledger, aggregate_id: UUID, kind: type[A]) -> A | None:
-    """The cached current aggregate itself, not a copy: for reading only.
-
-    `app.find` deep-copies the cached aggregate so a handler may change it; the webhook
-    actors only read endpoints and registries, once or twice per delivery, and the copy was
-    a fair share of their CPU. The cache is still fast-forwarded, so what is read is current.
-    """
-    try:
-        found: Any = app.repository.get(aggregate_id, deepcopy_from_cache=False)
-    except AggregateNotFoundError:
-        return None
-    return found if isinstance(found, kind) else None
+    """`Flowledger.current`: the cached current aggregate itself, for reading only."""
+    return app.current(aggregate_id, kind)
 
 
 def endpoints_of(app: Flowledger, org_id: UUID) -> list[WebhookEndpoint]:

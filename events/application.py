@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from eventsourcing.persistence import Recording, Transcoder
 from events.codec import FastJSONTranscoder, FastUUIDAsHex
 from events.credit_account import CreditAccount
 from events.errors import NotFound
+from events.group_save import GroupSave
 from events.ids import index_id
 from events.index import Index
 from events.organization import Organization
@@ -53,6 +55,10 @@ class Flowledger(Application[UUID]):
         self._claims: dict[UUID, Index] = {}
         self._claims_lock = threading.Lock()
         self.last_saved_position = 0
+        self._grouped = GroupSave(self)
+        self._groups: dict[float, GroupSave] = {0.0: self._grouped}
+        self._groups_lock = threading.Lock()
+        self._read_at: dict[UUID, float] = {}  # when `recent` last brought an aggregate up to date
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, decoded with orjson (`events/codec.py`)."""
@@ -70,6 +76,54 @@ class Flowledger(Application[UUID]):
                 )
                 self.saved.notify_all()
         return recordings
+
+    def save_grouped(self, *aggregates: Any) -> None:
+        """`save`, in one transaction with the concurrent saves of this process's other
+        threads (`events.group_save`): under load one table lock, commit and wake-up of
+        every follower for several requests or actors. Returns once committed; raises as
+        `save` (only for this thread's own aggregates)."""
+        self._grouped.save(*aggregates)
+
+    def group(self, linger: float) -> GroupSave:
+        """The process's group commit that waits `linger` s for more saves to join a batch."""
+        with self._groups_lock:
+            found = self._groups.get(linger)
+            if found is None:
+                found = self._groups[linger] = GroupSave(self, linger=linger)
+            return found
+
+    def current(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The cached current aggregate itself, not a copy: for reading only.
+
+        `find` deep-copies the cached aggregate so a handler may change it; a request or
+        an actor that only reads (an API key's organization, a workflow to run) spent a
+        fair share of its CPU on those copies. The cache is still fast-forwarded (one
+        query), so what is read is current.
+        """
+        try:
+            found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, kind) else None
+
+    def recent(self, aggregate_id: UUID, kind: type[A], max_age: float) -> A | None:
+        """`current`, brought up to date at most every `max_age` s (no query in between):
+        for a check that is re-made with `current` before it refuses anything, such as the
+        balance an execution request is first checked against."""
+        now = time.monotonic()
+        cache = self.repository.cache
+        if cache is not None and now - self._read_at.get(aggregate_id, -max_age) < max_age:
+            try:
+                found: Any = cache.get(aggregate_id)
+            except KeyError:
+                pass
+            else:
+                return found if isinstance(found, kind) else None
+        found = self.current(aggregate_id, kind)
+        if len(self._read_at) > 50_000:
+            self._read_at.clear()
+        self._read_at[aggregate_id] = now
+        return found
 
     def load(self, aggregate_id: UUID, kind: type[A], what: str = "resource") -> A:
         """Get an aggregate of an expected type, or raise NotFound."""
@@ -108,10 +162,13 @@ class Flowledger(Application[UUID]):
                     self._claims[claim_id] = found
         return found
 
-    def owned(self, aggregate_id: UUID, kind: type[A], org_id: UUID, what: str) -> A:
+    def owned(
+        self, aggregate_id: UUID, kind: type[A], org_id: UUID, what: str, copy: bool = True
+    ) -> A:
         """An aggregate of this organization that is not archived; any other (another
-        tenant's included) is not found, so ids of other tenants reveal nothing."""
-        found: Any = self.find(aggregate_id, kind)
+        tenant's included) is not found, so ids of other tenants reveal nothing. With
+        `copy=False` the cached object itself (`current`), for reading only."""
+        found: Any = self.find(aggregate_id, kind) if copy else self.current(aggregate_id, kind)
         if found is None or found.organization_id != org_id or getattr(found, "archived", False):
             raise NotFound(f"{what} not found", **{f"{what.split()[-1]}_id": str(aggregate_id)})
         return found

@@ -23,7 +23,7 @@ from events.application import Flowledger
 from events.errors import NotFound
 from events.execution import Execution
 from events.organization import Organization
-from workers import context, group_save, n8n
+from workers import context, n8n
 
 log = structlog.get_logger()
 QUEUE = "executions"
@@ -54,7 +54,7 @@ def attempt(app: Flowledger, execution: Execution) -> tuple[Execution, float | N
     org = current(app, execution.organization_id, Organization)  # read only: not copied
     if org is None:
         raise NotFound("organization not found")
-    save = group_save.shared(app)
+    save = app.save_grouped
     number = execution.attempts + 1
     answer = n8n.call(execution, app.settings, client_secret(app, org), timeout=min(remaining, 600))
     log.info(

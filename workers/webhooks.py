@@ -18,7 +18,7 @@ query) and the endpoint (the cached aggregate, brought up to date by one query, 
 opens each sealed secret once, POSTs with `http.client` on a kept-alive
 connection (`workers.http_post`), takes and gives back its slot in one Redis round trip
 each, and saves its outcome in a transaction shared with the other threads' attempts
-(`workers.group_save`): each save wakes the dispatcher and every read model.
+(`events.group_save`): each save wakes the dispatcher and every read model.
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ from commands.webhook import (
 from events.application import Flowledger
 from events.delivery import Delivery, delivery_id
 from events.errors import NotFound
+from events.group_save import GroupSave
 from events.organization import Organization
 from events.webhook_endpoint import WebhookEndpoint
 from projections.formats import iso
-from workers import context, group_save, http_post
-from workers.group_save import GroupSave
+from workers import context, http_post
 from workers.webhook_events import Outgoing, body, outgoing
 
 log = structlog.get_logger()
@@ -284,8 +284,8 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
 
 
 def _group_save(app: Flowledger) -> GroupSave:
-    """The process's group commit (`workers.group_save.shared`), lingering for attempts."""
-    return group_save.shared(app, linger=GROUP_LINGER_S)
+    """The process's group commit (`events.group_save`), lingering for attempts."""
+    return app.group(GROUP_LINGER_S)
 
 
 def _post(

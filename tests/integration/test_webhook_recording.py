@@ -25,9 +25,9 @@ from commands.webhook import (
 )
 from events.application import Flowledger
 from events.delivery import Delivery
+from events.group_save import GroupSave
 from events.webhook_endpoint import WebhookEndpoint
 from flowledger.settings import Settings
-from workers.group_save import GroupSave
 
 
 @pytest.fixture(params=["embedded", "postgres"])

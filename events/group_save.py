@@ -1,4 +1,4 @@
-"""Group commit: the saves of concurrent worker threads, one transaction for all of them.
+"""Group commit: the saves of concurrent threads, one transaction for all of them.
 
 Each `Application.save` is a transaction of its own: a table lock, the insert, a `NOTIFY`
 and a commit (a WAL flush), and every follower of the log (the dispatcher, each read model)
@@ -19,11 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from events.application import Flowledger
+if TYPE_CHECKING:
+    from events.application import Flowledger
 
 log = structlog.get_logger()
 #: At most this many threads' events in one transaction.
@@ -116,16 +117,3 @@ class GroupSave:
             self.app.save(*slot.events)
         except Exception as e:
             slot.error = e
-
-
-_shared: dict[float, GroupSave] = {}  # by linger, for the process's app (tests make several)
-_shared_lock = threading.Lock()
-
-
-def shared(app: Flowledger, linger: float = 0.0) -> GroupSave:
-    """The process's group commit for `app` (one per linger): worker threads share it."""
-    with _shared_lock:
-        found = _shared.get(linger)
-        if found is None or found.app is not app:
-            found = _shared[linger] = GroupSave(app, linger=linger)
-        return found
