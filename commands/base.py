@@ -9,7 +9,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
@@ -61,6 +62,17 @@ def serialised(key: UUID) -> threading.Lock:
     (an organization's credit account) take turns here instead of racing to conflicting
     saves; other processes still race, and `retry_on_conflict` settles those."""
     return _STRIPES[key.int % len(_STRIPES)]
+
+
+@contextmanager
+def serialised_all(keys: Iterable[UUID]) -> Iterator[None]:
+    """`serialised` for several keys at once: each stripe taken once, in one global order
+    (no deadlock between two threads taking overlapping sets)."""
+    stripes = sorted({key.int % len(_STRIPES) for key in keys})
+    with ExitStack() as held:
+        for stripe in stripes:
+            held.enter_context(_STRIPES[stripe])
+        yield
 
 
 def new_token(prefix: str = "", nbytes: int = 32) -> str:

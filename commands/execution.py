@@ -7,7 +7,7 @@ refunded at most once however often a worker retries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from typing import Any, Literal
 from uuid import UUID
@@ -16,7 +16,7 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 from jsonschema import Draft202012Validator
 from pydantic import Field
 
-from commands.base import Command, retry_on_conflict, serialised
+from commands.base import Command, retry_on_conflict, serialised, serialised_all
 from commands.credits import account_of
 from commands.workflow import workflow_of
 from events.application import Flowledger
@@ -112,7 +112,7 @@ def queue_execution(
                 account = account_of(app, org_id)
                 account.debit(price, execution.id)
                 execution.start(debited=price, runner="inline")
-                app.save(execution, account)
+                app.save_grouped(execution, account)  # the run stays the caller's own
         else:
             app.save_grouped(execution)  # with the other requests' runs, under load
     except IntegrityError:
@@ -150,25 +150,43 @@ def execution_of(app: Flowledger, org_id: UUID, execution_id: UUID) -> Execution
     return app.owned(execution_id, Execution, org_id, "execution")
 
 
-@retry_on_conflict()
 def start_execution(app: Flowledger, execution_id: UUID, runner: str) -> Execution:
-    """Debit and mark running, owned by `runner`; a run past `queued` is returned untouched.
+    """Debit and mark running, owned by `runner`; a run past `queued` is returned untouched."""
+    return start_executions(app, [(execution_id, runner)])[0]
 
-    The run is read from its events (one query: a worker rarely holds it in its cache).
+
+@retry_on_conflict()
+def start_executions(app: Flowledger, runs: Sequence[tuple[UUID, str]]) -> list[Execution]:
+    """`start_execution` of several runs (each with its runner), in ONE save.
+
+    The runs are read from their events in one query (a worker rarely holds them in its
+    cache), each organization's account is loaded once and debited run after run (a run
+    the balance cannot pay is rejected), and every start and debit is recorded in one
+    transaction. A lost race (another process changed an account or a run) starts them all
+    again from the store. The objects returned are the caller's own (not cached).
     """
-    execution = app.read(execution_id, Execution, "execution")
-    if execution.status != "queued":
-        return execution
-    with serialised(credit_account_id(execution.organization_id)):
-        account = account_of(app, execution.organization_id)
-        if account.balance < execution.credits:
-            execution.reject(execution.credits, credits_available=account.balance)
-            app.save(execution)
-            return execution
-        account.debit(execution.credits, execution.id)
-        execution.start(debited=execution.credits, runner=runner)
-        app.save(execution, account)
-    return execution
+    found = app.read_many([execution_id for execution_id, _ in runs], Execution)
+    missing = [str(i) for i, _ in runs if i not in found]
+    if missing:
+        raise NotFound("execution not found", execution_id=missing[0])
+    queued = [found[i] for i in dict.fromkeys(i for i, _ in runs) if found[i].status == "queued"]
+    if not queued:
+        return [found[i] for i, _ in runs]
+    orgs = list(dict.fromkeys(e.organization_id for e in queued))
+    with serialised_all(credit_account_id(org) for org in orgs):
+        accounts = {org: account_of(app, org) for org in orgs}
+        for execution_id, runner in runs:
+            execution = found[execution_id]
+            if execution.status != "queued":  # started already, or twice in this batch
+                continue
+            account = accounts[execution.organization_id]
+            if account.balance < execution.credits:
+                execution.reject(execution.credits, credits_available=account.balance)
+                continue
+            account.debit(execution.credits, execution.id)
+            execution.start(debited=execution.credits, runner=runner)
+        app.save_grouped(*queued, *accounts.values())
+    return [found[i] for i, _ in runs]
 
 
 Save = Callable[..., object]
@@ -198,10 +216,12 @@ def record_attempt_on(
     note: str,
     *,
     save: Save | None = None,
+    copy: bool = True,
 ) -> Execution:
-    """`record_attempt` on a copy of the run the caller holds (no second load), saved by
-    `save` (default `app.save`); if the run changed meanwhile, on the current run."""
-    run = deepcopy(execution)
+    """`record_attempt` on the run the caller holds (no second load), saved by `save`
+    (default `app.save`); if the run changed meanwhile, on the current run. The run is
+    copied first unless `copy=False` says it is the caller's own object (not the cache's)."""
+    run = deepcopy(execution) if copy else execution
     _record_attempt(run, attempt, outcome, status_code, note)
     try:
         (save or app.save)(run)
@@ -247,14 +267,16 @@ def finish_on(
     duration_ms: int | None = None,
     attempt: tuple[int, str, int | None] | None = None,
     save: Save | None = None,
+    copy: bool = True,
 ) -> Execution:
-    """`finish_execution` on a copy of the run the caller holds (the worker that just
-    started it: no second load). A run without a refund is saved by `save` (default
-    `app.save`; the worker's group commit); a refund takes the account's turn and its own
-    save. If the run changed meanwhile, `finish_execution` does it on the current run."""
+    """`finish_execution` on the run the caller holds (the worker that just started it: no
+    second load). A run without a refund is saved by `save` (default `app.save`; the
+    worker's group commit); a refund takes the account's turn and its own save. If the run
+    changed meanwhile, `finish_execution` does it on the current run. The run is copied
+    first unless `copy=False` says it is the caller's own object (not the cache's)."""
+    run = deepcopy(execution) if copy else execution
     try:
-        return _finish(app, deepcopy(execution), status, output, error, duration_ms, attempt,
-                       save or app.save)  # fmt: skip
+        return _finish(app, run, status, output, error, duration_ms, attempt, save or app.save)
     except RecordConflictError:
         return finish_execution(
             app, execution.id, status, output=output, error=error, duration_ms=duration_ms,

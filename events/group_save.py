@@ -16,12 +16,12 @@ their own, so only the thread whose aggregate conflicted sees the error.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from flowledger.combining import Combiner, Outcome
 
 if TYPE_CHECKING:
     from events.application import Flowledger
@@ -31,89 +31,47 @@ log = structlog.get_logger()
 MAX_BATCH = 64
 
 
-class _Slot:
-    """One thread's events, and how their save went."""
-
-    __slots__ = ("error", "events", "lead", "woken")
-
-    def __init__(self, events: Sequence[Any]) -> None:
-        self.events = events
-        self.error: BaseException | None = None
-        self.lead = False  # woken to save the next batch, not because its save is done
-        self.woken = threading.Event()
-
-
 class GroupSave:
-    """`save(aggregate)` from many threads; one `app.save` per batch of them."""
+    """`save(*aggregates)` from many threads; one `app.save` per batch of them (a
+    `flowledger.combining.Combiner`). Only the events are saved: the aggregates stay the
+    callers' own objects (the application's cache is not filled with them)."""
 
     def __init__(self, app: Flowledger, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
         self.app = app
-        self.max_batch = max_batch
-        self.linger = linger
-        self._lock = threading.Lock()
-        self._waiting: list[_Slot] = []
-        self._leading = False  # a thread is saving a batch; the others queue behind it
-        self.transactions = 0  # batches saved (for tests and benchmarks)
+        self._combined: Combiner[Sequence[Any], None] = Combiner(
+            self._save, max_batch=max_batch, linger=linger
+        )
+
+    @property
+    def transactions(self) -> int:
+        """Batches saved (for tests and benchmarks)."""
+        return self._combined.batches
 
     def queued(self) -> int:
         """Saves waiting for the one in flight."""
-        with self._lock:
-            return len(self._waiting)
+        return self._combined.queued()
 
     def __call__(self, *aggregates: Any) -> None:
         self.save(*aggregates)
 
     def save(self, *aggregates: Any) -> None:
         """Save the aggregates' pending events (with other threads'); raise as `app.save`."""
-        slot = _Slot([e for aggregate in aggregates for e in aggregate.collect_events()])
-        if not slot.events:
-            return
-        with self._lock:
-            self._waiting.append(slot)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            slot.woken.wait()
-            lead = slot.lead
-        if lead:
-            self._lead()
-        if slot.error is not None:
-            raise slot.error
+        events = [e for aggregate in aggregates for e in aggregate.collect_events()]
+        if events:
+            self._combined(events)
 
-    def _lead(self) -> None:
-        """Save the waiting slots (this thread's first), then pass the lead on."""
-        if self.linger and len(self._waiting) < self.max_batch:
-            time.sleep(self.linger)  # let the threads about to save join this batch
-        with self._lock:
-            batch = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
-        try:
-            self._save(batch)
-        finally:
-            with self._lock:
-                if self._waiting:
-                    after = self._waiting[0]
-                    after.lead = True
-                    after.woken.set()
-                else:
-                    self._leading = False
-            for slot in batch:
-                slot.woken.set()
+    def _save(self, batch: list[Sequence[Any]]) -> list[Outcome[None]]:
+        if len(batch) > 1:
+            try:
+                self.app.save(*(event for events in batch for event in events))
+                return [None] * len(batch)
+            except Exception as e:  # one of them conflicted, most likely: each on its own
+                log.debug("group_save.split", slots=len(batch), error=type(e).__name__)
+        return [self._save_one(events) for events in batch]
 
-    def _save(self, batch: list[_Slot]) -> None:
-        self.transactions += 1
-        if len(batch) == 1:
-            self._save_one(batch[0])
-            return
+    def _save_one(self, events: Sequence[Any]) -> Outcome[None]:
         try:
-            self.app.save(*(event for slot in batch for event in slot.events))
-        except Exception as e:  # one of them conflicted, most likely: each on its own
-            log.debug("group_save.split", slots=len(batch), error=type(e).__name__)
-            for slot in batch:
-                self._save_one(slot)
-
-    def _save_one(self, slot: _Slot) -> None:
-        try:
-            self.app.save(*slot.events)
+            self.app.save(*events)
         except Exception as e:
-            slot.error = e
+            return e
+        return None
