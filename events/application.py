@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import Recording, StoredEvent, Transcoder
+from eventsourcing.persistence import RecordConflictError, Recording, StoredEvent, Transcoder
 
 from events.codec import FastJSONTranscoder, FastUUIDAsHex
 from events.credit_account import CreditAccount
 from events.errors import NotFound
+from events.freshness import Freshness
 from events.group_save import GroupSave
 from events.ids import index_id
 from events.index import Index
@@ -60,6 +61,14 @@ class Flowledger(Application[UUID]):
         self._groups: dict[float, GroupSave] = {0.0: self._grouped}
         self._groups_lock = threading.Lock()
         self._read_at: dict[UUID, float] = {}  # when `recent` last brought an aggregate up to date
+        # Which cached aggregates are known current without a query, for read-only lookups
+        # (PostgreSQL: every save's NOTIFY names its aggregates; events/freshness.py).
+        self.freshness = (
+            Freshness(settings.database_url, self.recorder.channel_name)  # type: ignore[attr-defined]
+            if settings.is_postgres and settings.trust_notified_cache
+            else None
+        )
+        self._marks: dict[UUID, int] = {}  # aggregate id → the freshness mark of its last read
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, decoded with orjson (`events/codec.py`)."""
@@ -68,8 +77,20 @@ class Flowledger(Application[UUID]):
         transcoder.register(FastUUIDAsHex())  # replaces the library's `uuid_hex` reader
         return transcoder
 
+    def close(self) -> None:
+        if self.freshness is not None:
+            self.freshness.stop()
+        super().close()
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        recordings = super().save(*objs, **kwargs)
+        try:
+            recordings = super().save(*objs, **kwargs)
+        except RecordConflictError:
+            self._marks.clear()  # something read as current was not: trust nothing cached
+            raise
+        for obj in objs:  # read our own writes: these are read from the store next time
+            if obj is not None:
+                self._marks.pop(getattr(obj, "originator_id", None) or obj.id, None)
         if recordings:
             with self.saved:
                 self.last_saved_position = max(
@@ -93,16 +114,38 @@ class Flowledger(Application[UUID]):
                 found = self._groups[linger] = GroupSave(self, linger=linger)
             return found
 
+    def _get_current(self, aggregate_id: UUID) -> Any:
+        """The cached aggregate itself (raises AggregateNotFoundError), without the
+        fast-forward query when it is known current (`events.freshness`)."""
+        freshness = self.freshness
+        if freshness is None:
+            return self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        if freshness.fresh(aggregate_id, self._marks.get(aggregate_id)):
+            try:
+                return self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
+            except KeyError:
+                pass
+        mark = freshness.mark()
+        found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        if mark is not None:
+            if len(self._marks) >= 100_000:
+                self._marks.clear()
+            self._marks[aggregate_id] = mark
+        return found
+
     def current(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The cached current aggregate itself, not a copy: for reading only.
 
         `find` deep-copies the cached aggregate so a handler may change it; a request or
         an actor that only reads (an API key's organization, a workflow to run) spent a
-        fair share of its CPU on those copies. The cache is still fast-forwarded (one
-        query), so what is read is current.
+        fair share of its CPU on those copies. The cache is fast-forwarded (one query)
+        unless no save has named the aggregate since it was last read (`events.freshness`):
+        then a change made through another process shows here once its NOTIFY has arrived,
+        and this process's own saves show at once. Commands that change aggregates load
+        them with `load`/`find`, which always fast-forward.
         """
         try:
-            found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
+            found: Any = self._get_current(aggregate_id)
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, kind) else None

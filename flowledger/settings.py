@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     worker_timeout_ms: int = Field(1000, ge=1)
     # Dramatiq: after this long without a heartbeat a worker's messages are redelivered.
     heartbeat_timeout_ms: int = Field(15000, ge=1000)
+    # Read-only lookups (an API key's organization, the workflow a request runs) trust a
+    # cached aggregate until a save's NOTIFY names it, instead of asking PostgreSQL each
+    # time (events/freshness.py); off: every lookup reads what changed since it was cached.
+    trust_notified_cache: bool = True
     # Largest number of PostgreSQL connections of each pool (event store, read side) per process.
     db_pool_max: int = Field(8, ge=2, le=100)
     # Redis key prefix of the Dramatiq queues (tests isolate themselves with it).
@@ -149,6 +153,8 @@ class Settings(BaseSettings):
             "POSTGRES_MAX_OVERFLOW": str(self.db_pool_max - 2),
             "POSTGRES_CONN_MAX_AGE": "",
             "POSTGRES_LOCK_TIMEOUT": "5",
+            # The library's recorder with its hot statements composed once (events/recorder.py).
+            "APPLICATION_RECORDER_TOPIC": "events.recorder:FlowledgerRecorder",
         }
 
 
