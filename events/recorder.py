@@ -23,7 +23,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg import InterfaceError, OperationalError
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 from events.freshness import payload
 
@@ -44,6 +44,7 @@ class FlowledgerRecorder(PostgresApplicationRecorder):
                 columns + " AND originator_version > %s ORDER BY originator_version ASC"
             ).format(table),
             "notify": SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+            "notify_with": SQL("SELECT pg_notify({0}, %s)").format(Literal(self.channel_name)),
         }
         for i, statement in enumerate(self.lock_table_statements):
             assert isinstance(statement, Composable)
@@ -83,10 +84,13 @@ class FlowledgerRecorder(PostgresApplicationRecorder):
             curs.execute(self._text(f"lock_{i}", curs.connection), prepare=True)
 
     def _notify_channel(self, curs: Any, names: str = "") -> None:
-        """The library's NOTIFY, with the saved aggregates' ids (UUIDs and commas only, so
-        they are written into the statement as they are)."""
-        text = self._text("notify", curs.connection)
-        curs.execute(f"{text}, '{names}'" if names else text)
+        """The library's NOTIFY, with the saved aggregates' ids as its payload (one
+        statement text whatever the payload: `pg_notify` with a parameter)."""
+        if names:
+            with curs.connection.cursor() as other:  # its result row is not the insert's
+                other.execute(self._text("notify_with", curs.connection), (names,), prepare=True)
+        else:
+            curs.execute(self._text("notify", curs.connection))
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
