@@ -220,7 +220,7 @@ class Authenticate:
 
     def _user_of(self, claims: dict[str, Any]) -> User | None:
         try:  # read only: the cached user itself, not a copy
-            user = self.deps.app.current(UUID(str(claims["sub"])), User)
+            user = self.deps.app.cached(UUID(str(claims["sub"])), User)
         except ValueError:
             user = None
         if user is None and isinstance(claims.get("email"), str):
@@ -266,17 +266,17 @@ class Authenticate:
         assert user is not None
         # Read only (every request with a token): cached organizations, not copies.
         if "org_id" in params:
-            org = app.current(params["org_id"], Organization)
+            org = app.cached(params["org_id"], Organization)
             if org is None or org.role_of(user.id) is None:
                 raise NotFound("organization not found")
             return org
         claim, tenant = getattr(req.context, "token_org_id", None), req.get_header("X-Tenant-ID")
         if claim:
-            org = app.current(_uuid(claim), Organization)
+            org = app.cached(_uuid(claim), Organization)
         elif tenant:
             org = organization_by_tenant(app, tenant)
         elif len(user.memberships) == 1:
-            org = app.current(UUID(next(iter(user.memberships))), Organization)
+            org = app.cached(UUID(next(iter(user.memberships))), Organization)
         elif not user.memberships:
             raise Forbidden("you do not belong to any organization yet")
         else:

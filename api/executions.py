@@ -42,7 +42,9 @@ HEARTBEAT = 15.0
 def run_sync(deps: Deps, who: Principal, workflow_id: UUID, cmd: ExecuteWorkflow) -> dict[str, Any]:
     """Run to the end (or the timeout) and answer as `/execute` does."""
     app = deps.app
-    execution = queue_execution(app, who.org_id, who.tenant_id, workflow_id, cmd, inline=True)
+    execution = queue_execution(
+        app, who.org_id, who.tenant_id, workflow_id, cmd, inline=True, cached=True
+    )
     deadline = time.monotonic() + execution.timeout_seconds
     execution = until_terminal(deps, deps.run_inline(app, execution), deadline)
     account = app.current(credit_account_id(who.org_id), CreditAccount)  # read only
@@ -107,7 +109,9 @@ class ExecuteWorkflowResource(Resource):
         if cmd.wait:
             resp.media = run_sync(self.deps, who, workflow_id, cmd)
             return
-        execution = queue_execution(self.deps.app, who.org_id, who.tenant_id, workflow_id, cmd)
+        execution = queue_execution(
+            self.deps.app, who.org_id, who.tenant_id, workflow_id, cmd, cached=True
+        )
         resp.status = falcon.HTTP_202
         resp.media = shapes.queued(execution)
 

@@ -194,6 +194,10 @@ def stack_phases(ctx: Context, args: argparse.Namespace, sizes: Sizes, only: set
         with contextlib.suppress(TimeoutError):
             _settle(ctx, ("executions", "credit_transactions", "workflows"))
     if "accepted" in only:
+        results["accepted_with_projector"] = accepted_executions.measure(
+            ctx, sizes.accepted_seconds, args.connections
+        )
+        ctx.stack.kill("projector", signal.SIGTERM)  # gunicorn, PostgreSQL and Redis alone
         with profiling.profiled(ctx.stack, "accepted", outdir, args.profile) as profile:
             results["accepted"] = accepted_executions.measure(
                 ctx, sizes.accepted_seconds, args.connections
@@ -272,7 +276,8 @@ def rows(results: dict[str, Any], smoke: bool) -> list[tuple[str, str, str, str,
             f"best of {len(ceiling['runs']['es2'])}, median "
             f"{_n(ceiling['median_saves_per_s_2_processes'])}; 1 process "
             f"{_n(ceiling['eventsourcing_saves_per_s_1_process'])}/s; raw INSERT "
-            f"{_n(ceiling['raw_insert_rows_per_s_2_processes'])} rows/s",
+            f"{_n(ceiling['raw_insert_rows_per_s_2_processes'])} rows/s; Flowledger's recorder "
+            f"{_n(ceiling.get('flowledger_recorder_saves_per_s_2_processes'))}/s",
             "",
         ))  # fmt: skip
 
@@ -289,13 +294,15 @@ def rows(results: dict[str, Any], smoke: bool) -> list[tuple[str, str, str, str,
             f"{_n(rate)}/s" + (f" = {ratio:.2f} x (1)" if ratio else ""),
             target or ">= 0.6 x (1)",
             (f"(1) {_n(ceiling_rate)}/s" if ceiling_rate else "(1) not measured")
-            + noise(results["accepted"]),
+            + "; gunicorn, PostgreSQL and Redis only" + noise(results["accepted"]),
             _verdict(ratio >= ACCEPTED_RATIO if ratio else None, smoke),
         ))  # fmt: skip
-    if "accepted_with_pipeline" in results:
-        rate = results["accepted_with_pipeline"]["accepted_per_s"]
-        ratio = f" = {rate / ceiling_rate:.2f} x (1)" if ceiling_rate else ""
-        out.append(("    same, whole pipeline running", f"{_n(rate)}/s{ratio}", "(info)", "", ""))
+    for key, label in (("accepted_with_projector", "    same, projector running"),
+                       ("accepted_with_pipeline", "    same, whole pipeline running")):  # fmt: skip
+        if key in results:
+            rate = results[key]["accepted_per_s"]
+            ratio = f" = {rate / ceiling_rate:.2f} x (1)" if ceiling_rate else ""
+            out.append((label, f"{_n(rate)}/s{ratio}", "(info)", "", ""))
     if "completed" in results:
         c = results["completed"]
         out.append((
@@ -452,7 +459,9 @@ def print_table(results: dict[str, Any], smoke: bool) -> None:
     for row in table:
         print(line.format(*row).rstrip())
     print()
-    for key, label in (("accepted", "(2) API alone"), ("accepted_with_pipeline", "(2) pipeline on"),
+    for key, label in (("accepted", "(2) API alone"),
+                       ("accepted_with_projector", "(2) projector on"),
+                       ("accepted_with_pipeline", "(2) pipeline on"),
                        ("completed", "(3) end to end")):  # fmt: skip
         spent = results.get(key, {}).get("cpu_ms_per_execution")
         if spent:

@@ -75,17 +75,24 @@ def queue_execution(
     inline: bool = False,
     retry_of: UUID | None = None,
     key: str | None = None,
+    cached: bool = False,
 ) -> Execution:
     """Record a new run. `inline` runs start at once (debit in the same save).
 
     With a `key` the run's id is derived from it: queueing the same key again returns the
     run already recorded (a redelivered message, a second scheduler) and records nothing.
+    `cached=True` (API requests) reads the workflow with `Flowledger.cached`; an actor that
+    follows the log reads it as of now, with a query.
     """
     if key is not None:
         existing = app.find(Execution.create_id(key=key), Execution)
         if existing is not None:
             return existing
-    workflow = workflow_of(app, org_id, workflow_id, copy=False)  # read only
+    workflow = (
+        app.owned(workflow_id, Workflow, org_id, "workflow", copy=False)  # read only
+        if cached
+        else workflow_of(app, org_id, workflow_id)
+    )
     workflow.check_runnable()
     _check_input(workflow, cmd.input)
     price = int(workflow.definition["credits_per_execution"])

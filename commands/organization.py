@@ -89,7 +89,7 @@ def organization_by_api_key(app: Flowledger, api_key: str) -> tuple[Organization
     claim = app.claim("api_key", key_hash)
     # Read only (every request with an API key): the cached organization, not a copy; its
     # keys listed first, as another thread may bring it up to date meanwhile.
-    org = app.current(claim.ref, Organization) if claim else None
+    org = app.cached(claim.ref, Organization) if claim else None
     if org is None:
         return None
     for key_id, key in list(org.api_keys.items()):

@@ -173,10 +173,9 @@ def register_workflow(app: Flowledger, org_id: UUID, cmd: RegisterWorkflow) -> W
     return workflow
 
 
-def workflow_of(app: Flowledger, org_id: UUID, workflow_id: UUID, copy: bool = True) -> Workflow:
-    """A workflow of this organization that is not archived (others are not found); with
-    `copy=False` the cached one itself, for reading only."""
-    return app.owned(workflow_id, Workflow, org_id, "workflow", copy=copy)
+def workflow_of(app: Flowledger, org_id: UUID, workflow_id: UUID) -> Workflow:
+    """A workflow of this organization that is not archived (others are not found)."""
+    return app.owned(workflow_id, Workflow, org_id, "workflow")
 
 
 @retry_on_conflict()

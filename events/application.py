@@ -68,7 +68,11 @@ class Flowledger(Application[UUID]):
             if settings.is_postgres and settings.trust_notified_cache
             else None
         )
-        self._marks: dict[UUID, int] = {}  # aggregate id → the freshness mark of its last read
+        # aggregate id → (the freshness mark of its last read, `_own_saves` when it began)
+        self._marks: dict[UUID, tuple[int, int]] = {}
+        self._own_saves = 0  # saves this process completed
+        self._saved_at: dict[UUID, int] = {}  # aggregate id → `_own_saves` after its last save
+        self._own_lock = threading.Lock()
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, decoded with orjson (`events/codec.py`)."""
@@ -88,9 +92,17 @@ class Flowledger(Application[UUID]):
         except RecordConflictError:
             self._marks.clear()  # something read as current was not: trust nothing cached
             raise
-        for obj in objs:  # read our own writes: these are read from the store next time
-            if obj is not None:
-                self._marks.pop(getattr(obj, "originator_id", None) or obj.id, None)
+        if self.freshness is not None:  # read our own writes: no read begun before counts
+            with self._own_lock:
+                if len(self._saved_at) >= 100_000:
+                    self._saved_at.clear()
+                    self._marks.clear()
+                self._own_saves += 1
+                for obj in objs:
+                    if obj is not None:
+                        self._saved_at[getattr(obj, "originator_id", None) or obj.id] = (
+                            self._own_saves
+                        )
         if recordings:
             with self.saved:
                 self.last_saved_position = max(
@@ -114,38 +126,53 @@ class Flowledger(Application[UUID]):
                 found = self._groups[linger] = GroupSave(self, linger=linger)
             return found
 
-    def _get_current(self, aggregate_id: UUID) -> Any:
+    def _get_trusted(self, aggregate_id: UUID) -> Any:
         """The cached aggregate itself (raises AggregateNotFoundError), without the
         fast-forward query when it is known current (`events.freshness`)."""
         freshness = self.freshness
         if freshness is None:
             return self.repository.get(aggregate_id, deepcopy_from_cache=False)
-        if freshness.fresh(aggregate_id, self._marks.get(aggregate_id)):
+        known = self._marks.get(aggregate_id)
+        if (
+            known is not None
+            and freshness.fresh(aggregate_id, known[0])
+            and self._saved_at.get(aggregate_id, 0) <= known[1]  # not saved here since
+        ):
             try:
                 return self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
             except KeyError:
                 pass
-        mark = freshness.mark()
+        mark, began = freshness.mark(), self._own_saves
         found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
         if mark is not None:
             if len(self._marks) >= 100_000:
                 self._marks.clear()
-            self._marks[aggregate_id] = mark
+            self._marks[aggregate_id] = (mark, began)
         return found
 
     def current(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The cached current aggregate itself, not a copy: for reading only.
 
         `find` deep-copies the cached aggregate so a handler may change it; a request or
-        an actor that only reads (an API key's organization, a workflow to run) spent a
-        fair share of its CPU on those copies. The cache is fast-forwarded (one query)
-        unless no save has named the aggregate since it was last read (`events.freshness`):
-        then a change made through another process shows here once its NOTIFY has arrived,
-        and this process's own saves show at once. Commands that change aggregates load
-        them with `load`/`find`, which always fast-forward.
+        an actor that only reads spent a fair share of its CPU on those copies. The cache
+        is fast-forwarded (one query), so what is read is current.
         """
         try:
-            found: Any = self._get_current(aggregate_id)
+            found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, kind) else None
+
+    def cached(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """`current`, without its query while no save has named the aggregate since it was
+        last read (`events.freshness`): for the lookups of every API request (the API
+        key's organization, the user, the workflow to run), where a change made through
+        another process shows once its NOTIFY has arrived and this process's own saves
+        show at once. Not for what follows the log (the dispatcher, the actors): the log
+        can be read before its NOTIFY is heard, and their answers must not be older.
+        """
+        try:
+            found: Any = self._get_trusted(aggregate_id)
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, kind) else None
@@ -179,22 +206,15 @@ class Flowledger(Application[UUID]):
             raise NotFound(f"{what} not found")
         return aggregate
 
-    def read(self, aggregate_id: UUID, kind: type[A], what: str = "resource") -> A:
-        """`load` from the aggregate's events alone, in one query, bypassing the cache.
-
-        For an aggregate this process rarely holds and that is never snapshotted (an
-        execution a worker starts, created by another process): a cache miss costs a
-        snapshot query and then the events query. The result is a fresh object, free to
-        change; saving it puts it in the cache as usual.
-        """
-        found: Any = project_aggregate(None, self.events.get(aggregate_id))
-        if not isinstance(found, kind):
-            raise NotFound(f"{what} not found")
-        return found
-
     def read_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
-        """`read` of several aggregates, in one query on PostgreSQL; the ones found (of the
-        right kind) by id. Fresh objects, free to change, not cached."""
+        """Several aggregates from their events alone, in one query on PostgreSQL, bypassing
+        the cache; the ones found (of the right kind) by id.
+
+        For aggregates this process rarely holds and that are never snapshotted (the runs a
+        worker starts, created by another process): through the repository, each cache miss
+        would cost a snapshot query and then an events query. Fresh objects of the caller's
+        own, free to change, not put in the cache.
+        """
         ids = list(dict.fromkeys(aggregate_ids))
         events: dict[UUID, list[Any]] = {i: [] for i in ids}
         if self.db.dialect == "postgres" and len(ids) > 1:
@@ -238,8 +258,8 @@ class Flowledger(Application[UUID]):
     ) -> A:
         """An aggregate of this organization that is not archived; any other (another
         tenant's included) is not found, so ids of other tenants reveal nothing. With
-        `copy=False` the cached object itself (`current`), for reading only."""
-        found: Any = self.find(aggregate_id, kind) if copy else self.current(aggregate_id, kind)
+        `copy=False` the cached object itself (`cached`), for reading only."""
+        found: Any = self.find(aggregate_id, kind) if copy else self.cached(aggregate_id, kind)
         if found is None or found.organization_id != org_id or getattr(found, "archived", False):
             raise NotFound(f"{what} not found", **{f"{what.split()[-1]}_id": str(aggregate_id)})
         return found

@@ -5,8 +5,10 @@ recorder names the saved aggregates in the payload (`events/recorder.py`). A lis
 in each process hears every save of every process, so a cached aggregate that no payload has
 named since it was last read from the store is current, and reading it again needs no
 query. Each API request read its API key's organization and its workflow that way, one
-fast-forward query each, about a third of the request's CPU. Only read-only lookups trust it
-(`Flowledger.current`); commands load what they change with a query, as before.
+fast-forward query each, about a third of the request's CPU. Only the read-only lookups of
+API requests trust it (`Flowledger.cached`): commands load what they change with a query, as
+before, and what follows the log (the dispatcher, the actors) reads with a query too, since
+it can read an event before that event's NOTIFY is heard.
 
 A reader asks for a `mark` before it reads an aggregate from the store and keeps it beside
 the cached object; the object is `fresh` while no notification naming it (or naming

@@ -55,10 +55,34 @@ class GroupSave:
         self.save(*aggregates)
 
     def save(self, *aggregates: Any) -> None:
-        """Save the aggregates' pending events (with other threads'); raise as `app.save`."""
-        events = [e for aggregate in aggregates for e in aggregate.collect_events()]
-        if events:
-            self._combined(events)
+        """Save the aggregates' pending events (with other threads'); raise as `app.save`.
+
+        Snapshots are taken as `app.save` takes them (at each event whose version is a
+        multiple of the aggregate's snapshotting interval), once the events are committed:
+        the library only does that for the aggregates it is given, and it is given events.
+        """
+        events: list[Any] = []
+        snapshots: list[tuple[Any, int]] = []
+        intervals = self.app.snapshotting_intervals or {}
+        for aggregate in aggregates:
+            pending = aggregate.collect_events()
+            events += pending
+            interval = intervals.get(type(aggregate))
+            if interval:
+                snapshots += [
+                    (aggregate.id, e.originator_version)
+                    for e in pending
+                    if e.originator_version % interval == 0
+                ]
+        if not events:
+            return
+        self._combined(events)
+        for aggregate_id, version in snapshots:
+            try:
+                self.app.take_snapshot(aggregate_id, version)
+            except Exception as e:  # the events are saved; a snapshot only speeds up loads
+                log.warning("group_save.snapshot_failed", aggregate_id=str(aggregate_id),
+                            version=version, error=f"{type(e).__name__}: {e}")  # fmt: skip
 
     def _save(self, batch: list[Sequence[Any]]) -> list[Outcome[None]]:
         if len(batch) > 1:

@@ -109,12 +109,13 @@ class FlowledgerRecorder(PostgresApplicationRecorder):
     ) -> Sequence[StoredEvent]:
         if lte is not None or desc or limit is not None:  # rare shapes: the library's own
             return super().select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        uid = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             if gt is None:
-                curs.execute(self._text("events", conn), (originator_id,), prepare=True)
+                curs.execute(self._text("events", conn), (uid,), prepare=True)
             else:
-                curs.execute(self._text("events_after", conn), (originator_id, gt), prepare=True)
+                curs.execute(self._text("events_after", conn), (uid, gt), prepare=True)
             return [
-                StoredEvent(originator_id, version, topic, bytes(state))
+                StoredEvent(uid, version, topic, bytes(state))
                 for version, topic, state in curs.fetchall()
             ]

@@ -91,7 +91,7 @@ class Combiner(Generic[T, R]):
         try:
             self.batches += 1
             try:
-                outcomes: Sequence[Outcome[R]] = self.process([s.request for s in batch])
+                outcomes: Sequence[Outcome[R]] = list(self.process([s.request for s in batch]))
             except BaseException as e:
                 outcomes = [e] * len(batch)
             if len(outcomes) != len(batch):

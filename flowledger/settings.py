@@ -52,9 +52,9 @@ class Settings(BaseSettings):
     worker_timeout_ms: int = Field(1000, ge=1)
     # Dramatiq: after this long without a heartbeat a worker's messages are redelivered.
     heartbeat_timeout_ms: int = Field(15000, ge=1000)
-    # Read-only lookups (an API key's organization, the workflow a request runs) trust a
-    # cached aggregate until a save's NOTIFY names it, instead of asking PostgreSQL each
-    # time (events/freshness.py); off: every lookup reads what changed since it was cached.
+    # API requests' read-only lookups (the API key's organization, the user, the workflow
+    # to run) trust a cached aggregate until a save's NOTIFY names it, instead of asking
+    # PostgreSQL each time (events/freshness.py); off: every lookup asks.
     trust_notified_cache: bool = True
     # Largest number of PostgreSQL connections of each pool (event store, read side) per process.
     db_pool_max: int = Field(8, ge=2, le=100)

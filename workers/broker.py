@@ -135,8 +135,8 @@ class FlowledgerRedisBroker(RedisBroker):
     """RedisBroker whose enqueues wake the queue's consumers (``WakingRedisConsumer``).
 
     ``enqueue_many`` sends several messages in one round trip (the dispatcher's batches).
-    Consumers wait at most ``poll_ms`` (``delay_poll_ms`` for ``.DQ``) whatever the Worker's
-    ``worker_timeout``, so the behaviour does not depend on how the Worker was started.
+    An idle consumer waits at most ``poll_ms`` (``delay_poll_ms`` for ``.DQ``), or the
+    Worker's ``worker_timeout`` if that is shorter.
     """
 
     def __init__(self, *, poll_ms: int = POLL_MS, delay_poll_ms: int = DELAY_POLL_MS, **kw: Any):
@@ -168,21 +168,24 @@ class FlowledgerRedisBroker(RedisBroker):
             self.emit_before("enqueue", message, delay)
             sent.append((message, delay))
         try:
-            self._enqueue_pipeline([message for message, _ in sent])
-        except redis.exceptions.NoScriptError:  # Redis restarted or flushed its scripts
-            script = self.scripts["dispatch"]
-            script.sha = self.client.script_load(script.script)
-            self._enqueue_pipeline([message for message, _ in sent])
+            lost = self._enqueue_pipeline([message for message, _ in sent])
+            if lost:  # Redis restarted or flushed its scripts: load it, send only those again
+                script = self.scripts["dispatch"]
+                script.sha = self.client.script_load(script.script)
+                if self._enqueue_pipeline(lost):
+                    raise redis.exceptions.NoScriptError("the dispatch script is not loaded")
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
         for message, delay in sent:
             self.emit_after("enqueue", message, delay)
         return [message for message, _ in sent]
 
-    def _enqueue_pipeline(self, messages: list[Message]) -> None:
-        """The enqueue scripts and wake tokens, one round trip. ``evalsha`` is queued as is:
-        a script object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, one more
-        round trip per batch (``enqueue_many`` loads the script when Redis lost it)."""
+    def _enqueue_pipeline(self, messages: list[Message]) -> list[Message]:
+        """The enqueue scripts and wake tokens, one round trip; the messages whose script
+        Redis did not know (NOSCRIPT: not enqueued), others' errors raised. ``evalsha`` is
+        queued as is: a script object in a pipeline makes redis-py ask ``SCRIPT EXISTS``
+        first, one more round trip per batch (``enqueue_many`` loads the script when lost;
+        another client may load it meanwhile, so only the refused ones are sent again)."""
         pipe = self.client.pipeline(transaction=False)
         queues: list[str] = []
         for message in messages:
@@ -194,7 +197,14 @@ class FlowledgerRedisBroker(RedisBroker):
         for queue_name in queues:
             pipe.lpush(self.wake_key(queue_name), 1)
             pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        lost = []
+        for message, result in zip(messages, results, strict=False):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                lost.append(message)
+            elif isinstance(result, Exception):
+                raise result
+        return lost
 
     def fetch(self, queue_name: str, count: int, *, maintain: bool = False) -> list[bytes]:
         """The ``fetch`` script; with `maintain`, its queue maintenance runs for sure.

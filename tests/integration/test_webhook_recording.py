@@ -50,6 +50,9 @@ class HeldSaves:
         self.gate = threading.Event()
         self.calls: list[int] = []  # events per save
 
+    def __getattr__(self, name: str) -> Any:  # the rest is the real application's
+        return getattr(self.app, name)
+
     def save(self, *objs: Any) -> Any:
         if not self.calls:
             self.calls.append(len(objs))
