@@ -13,7 +13,8 @@ For each setting a real ``dramatiq`` worker process is started against Redis; th
 
 Settings: stock ``RedisBroker`` with ``dramatiq_worker_timeout`` = each of ``--timeouts``
 (dramatiq 2.2.1 has no ``--worker-timeout`` flag); ``flowledger``: ``workers.broker.make_broker``
-(1 process, and the Procfile's 2 processes x 8 threads); ``stub``: embedded StubBroker worker.
+on both sides (its consumers block until an enqueue wakes them; 1 process, and the
+Procfile's 2 processes x 8 threads); ``stub``: embedded StubBroker worker.
 
     python bench/broker_latency.py              # full run, ~10 min
     python bench/broker_latency.py --smoke      # a few seconds, asserts nothing about speed
@@ -257,7 +258,16 @@ def run_redis_setting(
     baseline: float,
 ) -> Row:
     ns = f"flbench-{uuid.uuid4().hex[:8]}"
-    sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
+    # Flowledger's consumers are woken by Flowledger's enqueues (every producer of the
+    # system sends through `make_broker`), so its setting sends with its own broker.
+    sender: RedisBroker
+    if mode == "flowledger":
+        from workers.broker import FlowledgerRedisBroker  # not make_broker: no global broker
+
+        sender = FlowledgerRedisBroker(url=a.redis_url, namespace=ns,
+                                       heartbeat_timeout=a.heartbeat_ms)  # fmt: skip
+    else:
+        sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
     send = _declare_actors(sender, r, ns)["stamp"].send
     results, row = Results(r, ns), Row(name)
     worker = WorkerProc(a, ns, mode, timeout_ms, processes, threads)
@@ -333,7 +343,16 @@ def run_stub(a: argparse.Namespace, threads: int) -> Row:
 def run_redelivery(a: argparse.Namespace, r: redis.Redis, mode: str, maintenance: int) -> float:
     """kill -9 a worker while its actor runs; seconds until a fresh worker starts it again."""
     ns = f"flbench-{uuid.uuid4().hex[:8]}"
-    sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
+    # Flowledger's consumers are woken by Flowledger's enqueues (every producer of the
+    # system sends through `make_broker`), so its setting sends with its own broker.
+    sender: RedisBroker
+    if mode == "flowledger":
+        from workers.broker import FlowledgerRedisBroker  # not make_broker: no global broker
+
+        sender = FlowledgerRedisBroker(url=a.redis_url, namespace=ns,
+                                       heartbeat_timeout=a.heartbeat_ms)  # fmt: skip
+    else:
+        sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
     hang = _declare_actors(sender, r, ns)["hang"]
     results = Results(r, ns)
     a2 = argparse.Namespace(**{**vars(a), "maintenance_chance": maintenance})

@@ -21,7 +21,9 @@ consumers instead: every enqueue also pushes a token onto the queue's wake list 
 same round trip as the enqueue script), and a consumer that found its queue empty blocks
 on that list (``BLPOP``) until a token arrives or ``timeout`` passes. A message is fetched
 about a millisecond after it was enqueued, and an idle consumer makes one call per timeout.
-Numbers: ``python bench/broker_latency.py``.
+Every producer must therefore enqueue through this broker (``setup``/``make_broker``, as every
+entry point of Flowledger does): a message enqueued by a stock ``RedisBroker`` is fetched only
+when a consumer's wait runs out. Numbers: ``python -m bench.broker_latency``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ class WakingRedisConsumer(_RedisConsumer):
         self.wake_key = broker.wake_key(queue_name)
         self.maintain = True  # the first fetch, and each one after a wait that ran out
 
+    def requeue(self, messages: Any) -> None:
+        """Put unfinished messages back (a stopping worker) and wake another consumer."""
+        super().requeue(messages)
+        self.flowledger_broker.wake(self.queue_name)
+
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
@@ -146,6 +153,13 @@ class FlowledgerRedisBroker(RedisBroker):
 
     def wake_key(self, queue_name: str) -> str:
         return f"{self.namespace}:wake:{queue_name}"
+
+    def wake(self, queue_name: str) -> None:
+        """A wake token for the queue's consumers (what every enqueue sends too)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(self.wake_key(queue_name), 1)
+        pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+        pipe.execute()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         cap = self.delay_poll_ms if queue_name.endswith(".DQ") else self.poll_ms
