@@ -90,6 +90,18 @@ def _declare_actors(broker: dramatiq.Broker, client: redis.Redis, ns: str) -> di
     return {"stamp": declare(stamp), "hang": declare(hang)}
 
 
+def _sender(a: argparse.Namespace, ns: str, mode: str) -> RedisBroker:
+    """The benchmark's sending broker. Flowledger's consumers are woken by Flowledger's
+    enqueues (every producer of the system sends through `make_broker`), so its setting
+    sends with its own broker (made directly: `make_broker` would set the global one)."""
+    if mode == "flowledger":
+        from workers.broker import FlowledgerRedisBroker
+
+        return FlowledgerRedisBroker(url=a.redis_url, namespace=ns,
+                                     heartbeat_timeout=a.heartbeat_ms)  # fmt: skip
+    return _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
+
+
 def worker_broker() -> None:
     """Broker callable for the dramatiq CLI: builds the broker from FLBENCH_* env vars."""
     env = os.environ
@@ -258,16 +270,7 @@ def run_redis_setting(
     baseline: float,
 ) -> Row:
     ns = f"flbench-{uuid.uuid4().hex[:8]}"
-    # Flowledger's consumers are woken by Flowledger's enqueues (every producer of the
-    # system sends through `make_broker`), so its setting sends with its own broker.
-    sender: RedisBroker
-    if mode == "flowledger":
-        from workers.broker import FlowledgerRedisBroker  # not make_broker: no global broker
-
-        sender = FlowledgerRedisBroker(url=a.redis_url, namespace=ns,
-                                       heartbeat_timeout=a.heartbeat_ms)  # fmt: skip
-    else:
-        sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
+    sender = _sender(a, ns, mode)
     send = _declare_actors(sender, r, ns)["stamp"].send
     results, row = Results(r, ns), Row(name)
     worker = WorkerProc(a, ns, mode, timeout_ms, processes, threads)
@@ -343,16 +346,7 @@ def run_stub(a: argparse.Namespace, threads: int) -> Row:
 def run_redelivery(a: argparse.Namespace, r: redis.Redis, mode: str, maintenance: int) -> float:
     """kill -9 a worker while its actor runs; seconds until a fresh worker starts it again."""
     ns = f"flbench-{uuid.uuid4().hex[:8]}"
-    # Flowledger's consumers are woken by Flowledger's enqueues (every producer of the
-    # system sends through `make_broker`), so its setting sends with its own broker.
-    sender: RedisBroker
-    if mode == "flowledger":
-        from workers.broker import FlowledgerRedisBroker  # not make_broker: no global broker
-
-        sender = FlowledgerRedisBroker(url=a.redis_url, namespace=ns,
-                                       heartbeat_timeout=a.heartbeat_ms)  # fmt: skip
-    else:
-        sender = _make_redis_broker(a.redis_url, ns, "plain", a.heartbeat_ms, 0)
+    sender = _sender(a, ns, mode)
     hang = _declare_actors(sender, r, ns)["hang"]
     results = Results(r, ns)
     a2 = argparse.Namespace(**{**vars(a), "maintenance_chance": maintenance})

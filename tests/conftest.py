@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import pytest
@@ -37,6 +38,22 @@ def fresh_database(prefix: str = "flowledger_test") -> Iterator[str]:
             yield urlunparse(urlparse(PG_ADMIN_URL)._replace(path=f"/{name}"))
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def postgres_app(url: str, var_dir: Any, **settings: Any) -> Iterator[Any]:
+    """A Flowledger application on the PostgreSQL database `url`, closed after the block."""
+    from events.application import Flowledger
+
+    secret = "test-jwt-secret-" + uuid.uuid4().hex
+    application = Flowledger(
+        Settings(database_url=url, jwt_secret=secret, var_dir=var_dir, **settings)
+    )
+    try:
+        yield application
+    finally:
+        application.close()
+        application.db.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,8 @@ what the library's own `PostgresApplicationRecorder` returns. On a database of i
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -28,8 +24,8 @@ from events.application import Flowledger
 from events.freshness import EVERYTHING, MAX_PAYLOAD
 from events.index import Index
 from events.recorder import FlowledgerRecorder
-from flowledger.settings import Settings
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, postgres_app
+from tests.support.log import statements_sent
 from tests.support.waiting import until
 
 TABLE = "flowledger_events"
@@ -45,15 +41,8 @@ def url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def app(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowledger]:
-    settings = Settings(
-        database_url=url,
-        jwt_secret="test-jwt-secret-" + uuid.uuid4().hex,
-        var_dir=tmp_path_factory.mktemp("var"),
-    )
-    application = Flowledger(settings)
-    yield application
-    application.close()
-    application.db.close()
+    with postgres_app(url, tmp_path_factory.mktemp("var")) as application:
+        yield application
 
 
 @pytest.fixture
@@ -86,26 +75,6 @@ def next_payload(listener: psycopg.Connection) -> str:
     heard = list(listener.notifies(timeout=10, stop_after=1))
     assert heard, "no notification within 10 s"
     return heard[0].payload
-
-
-@contextlib.contextmanager
-def statements_sent() -> Iterator[Counter[str]]:
-    """The statements this process sends that name the events table, counted while the
-    block runs (psycopg's `Cursor.execute`, wrapped for the block)."""
-    sent: Counter[str] = Counter()
-    execute = psycopg.Cursor.execute
-
-    def counting(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        text = query if isinstance(query, str) else query.as_string(self.connection)
-        if TABLE in text:
-            sent[text] += 1
-        return execute(self, query, *args, **kwargs)
-
-    psycopg.Cursor.execute = counting  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
 
 
 def transactions_of(conn: psycopg.Connection, notification_ids: Sequence[int]) -> int:
@@ -149,7 +118,7 @@ def test_a_save_of_nothing_records_nothing(recorder: FlowledgerRecorder) -> None
 def test_a_save_is_one_statement_and_one_transaction(
     recorder: FlowledgerRecorder, sql: psycopg.Connection
 ) -> None:
-    with statements_sent() as ran:
+    with statements_sent(TABLE) as ran:
         ids = recorder.insert_events(events((uuid4(), 1), (uuid4(), 1), (uuid4(), 1)))
     assert list(ran.values()) == [1], ran
     (statement,) = ran

@@ -10,11 +10,8 @@ store's tests of the same handlers (`tests/unit/test_start_batches.py`) run here
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -27,7 +24,8 @@ from events.credit_account import CreditAccount
 from events.execution import Execution
 from events.ids import credit_account_id
 from flowledger.settings import Settings
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, postgres_app
+from tests.support.log import statements_sent
 from tests.unit.test_start_batches import (
     organization,
     queued,
@@ -68,16 +66,8 @@ def url() -> Iterator[str]:
 
 @pytest.fixture
 def app(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowledger]:
-    settings = Settings(
-        database_url=url,
-        jwt_secret="test-jwt-secret-" + uuid.uuid4().hex,
-        var_dir=tmp_path_factory.mktemp("var"),
-    )
-    application = Flowledger(settings)
-    assert application.db.dialect == "postgres"
-    yield application
-    application.close()
-    application.db.close()
+    with postgres_app(url, tmp_path_factory.mktemp("var")) as application:
+        yield application
 
 
 @pytest.fixture
@@ -85,26 +75,6 @@ def sql(url: str) -> Iterator[psycopg.Connection]:
     """A plain connection of the test's own (autocommit)."""
     with psycopg.connect(url, autocommit=True) as conn:
         yield conn
-
-
-@contextlib.contextmanager
-def statements_sent() -> Iterator[Counter[str]]:
-    """The statements this process sends that name the events table, counted while the
-    block runs (psycopg's `Cursor.execute`, wrapped for the block)."""
-    sent: Counter[str] = Counter()
-    execute = psycopg.Cursor.execute
-
-    def counting(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        text = query if isinstance(query, str) else query.as_string(self.connection)
-        if TABLE in text:
-            sent[text] += 1
-        return execute(self, query, *args, **kwargs)
-
-    psycopg.Cursor.execute = counting  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
 
 
 def transactions_writing(
@@ -127,7 +97,7 @@ def test_read_many_is_one_query_for_several_aggregates(
     wf = workflow(app, org, 10)
     first, second, third = queued(app, org, wf, 3)
     start_execution(app, second, "m2")  # a second event for one of them
-    with statements_sent() as ran:
+    with statements_sent(TABLE) as ran:
         found = app.read_many([first, second, org.id, third, uuid4(), wf.id], Execution)
     assert sum(ran.values()) == 1, ran
     assert set(found) == {first, second, third}

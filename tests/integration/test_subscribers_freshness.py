@@ -37,8 +37,8 @@ from commands.workflow import RegisterWorkflow, register_workflow
 from events.application import Flowledger
 from events.webhook_endpoint import WebhookSubscriptions
 from flowledger.settings import Settings
-from projections.runner import Item
 from tests.conftest import fresh_database
+from tests.support.log import Log
 from tests.support.waiting import until
 from workers import broker
 
@@ -46,23 +46,6 @@ broker.setup(Settings())  # the in-process broker, before the actor modules are 
 
 from workers.dispatcher import Send, sends_for  # noqa: E402
 from workers.subscribers import Subscribers  # noqa: E402
-
-
-class Log:
-    """The app's notification log read in batches from where the last one ended."""
-
-    def __init__(self, app: Flowledger) -> None:
-        self.app = app
-        self.position = 0
-
-    def batch(self) -> list[Item]:
-        found = self.app.recorder.select_notifications(
-            start=self.position, limit=100_000, inclusive_of_start=False
-        )
-        items = [Item(n.id, self.app.mapper.to_domain_event(n), n) for n in found]
-        if items:
-            self.position = items[-1].position
-        return items
 
 
 def fanned(sends: list[Send]) -> list[list[object]]:

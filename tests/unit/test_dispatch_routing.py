@@ -34,6 +34,7 @@ from events.execution import Execution
 from events.webhook_endpoint import WebhookSubscriptions
 from flowledger.settings import Settings
 from projections.runner import Item
+from tests.support.log import Log
 from workers import broker
 
 broker.setup(Settings())  # the in-process broker, before the actor modules are imported
@@ -41,23 +42,6 @@ broker.setup(Settings())  # the in-process broker, before the actor modules are 
 from workers.dispatcher import Send, sends_for  # noqa: E402
 from workers.subscribers import Subscribers  # noqa: E402
 from workers.webhooks import FAN_OUT_BATCH  # noqa: E402
-
-
-class Log:
-    """The app's notification log read in batches from where the last one ended."""
-
-    def __init__(self, app: Flowledger) -> None:
-        self.app = app
-        self.position = 0
-
-    def batch(self) -> list[Item]:
-        found = self.app.recorder.select_notifications(
-            start=self.position, limit=100_000, inclusive_of_start=False
-        )
-        items = [Item(n.id, self.app.mapper.to_domain_event(n), n) for n in found]
-        if items:
-            self.position = items[-1].position
-        return items
 
 
 def organization(app: Flowledger, tenant: str) -> UUID:
