@@ -7,8 +7,7 @@ refunded at most once however often a worker retries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from copy import deepcopy
+from collections.abc import Sequence
 from typing import Any, Literal
 from uuid import UUID
 
@@ -18,7 +17,6 @@ from pydantic import Field
 
 from commands.base import Command, retry_on_conflict, serialised, serialised_all
 from commands.credits import account_of
-from commands.workflow import workflow_of
 from events.application import Flowledger
 from events.credit_account import CreditAccount
 from events.errors import Conflict, ExecutionFinished, InvalidInput, NotFound
@@ -88,11 +86,8 @@ def queue_execution(
         existing = app.find(Execution.create_id(key=key), Execution)
         if existing is not None:
             return existing
-    workflow = (
-        app.owned(workflow_id, Workflow, org_id, "workflow", copy=False)  # read only
-        if cached
-        else workflow_of(app, org_id, workflow_id)
-    )
+    read = app.cached if cached else app.current  # read only: never a copy
+    workflow = app.owned(workflow_id, Workflow, org_id, "workflow", read=read)
     workflow.check_runnable()
     _check_input(workflow, cmd.input)
     price = int(workflow.definition["credits_per_execution"])
@@ -196,9 +191,6 @@ def start_executions(app: Flowledger, runs: Sequence[tuple[UUID, str]]) -> list[
     return [found[i] for i, _ in runs]
 
 
-Save = Callable[..., object]
-
-
 @retry_on_conflict()
 def record_attempt(
     app: Flowledger,
@@ -209,9 +201,7 @@ def record_attempt(
     note: str,
 ) -> Execution:
     execution = app.load(execution_id, Execution, "execution")
-    _record_attempt(execution, attempt, outcome, status_code, note)
-    app.save(execution)
-    return execution
+    return _record_attempt(app, execution, attempt, outcome, status_code, note)
 
 
 def record_attempt_on(
@@ -221,28 +211,28 @@ def record_attempt_on(
     outcome: str,
     status_code: int | None,
     note: str,
-    *,
-    save: Save | None = None,
-    copy: bool = True,
 ) -> Execution:
-    """`record_attempt` on the run the caller holds (no second load), saved by `save`
-    (default `app.save`); if the run changed meanwhile, on the current run. The run is
-    copied first unless `copy=False` says it is the caller's own object (not the cache's)."""
-    run = deepcopy(execution) if copy else execution
-    _record_attempt(run, attempt, outcome, status_code, note)
+    """`record_attempt` on the run the caller holds and owns (no second load); if the run
+    changed meanwhile, `record_attempt` does it on the current run."""
     try:
-        (save or app.save)(run)
+        return _record_attempt(app, execution, attempt, outcome, status_code, note)
     except RecordConflictError:
         return record_attempt(app, execution.id, attempt, outcome, status_code, note)
-    return run
 
 
 def _record_attempt(
-    execution: Execution, attempt: int, outcome: str, status_code: int | None, note: str
-) -> None:
+    app: Flowledger,
+    execution: Execution,
+    attempt: int,
+    outcome: str,
+    status_code: int | None,
+    note: str,
+) -> Execution:
     if not execution.is_terminal:
         execution.record_attempt(attempt, outcome, status_code)
         execution.log("warning" if outcome == "retryable" else "info", note)
+        app.save_grouped(execution)
+    return execution
 
 
 @retry_on_conflict()
@@ -261,7 +251,7 @@ def finish_execution(
     The same terminal status again changes nothing; another one raises ExecutionFinished.
     """
     execution = app.load(execution_id, Execution, "execution")
-    return _finish(app, execution, status, output, error, duration_ms, attempt, app.save)
+    return _finish(app, execution, status, output, error, duration_ms, attempt)
 
 
 def finish_on(
@@ -273,17 +263,12 @@ def finish_on(
     error: dict[str, Any] | None = None,
     duration_ms: int | None = None,
     attempt: tuple[int, str, int | None] | None = None,
-    save: Save | None = None,
-    copy: bool = True,
 ) -> Execution:
-    """`finish_execution` on the run the caller holds (the worker that just started it: no
-    second load). A run without a refund is saved by `save` (default `app.save`; the
-    worker's group commit); a refund takes the account's turn and its own save. If the run
-    changed meanwhile, `finish_execution` does it on the current run. The run is copied
-    first unless `copy=False` says it is the caller's own object (not the cache's)."""
-    run = deepcopy(execution) if copy else execution
+    """`finish_execution` on the run the caller holds and owns (the worker that just
+    started it: no second load); if the run changed meanwhile, `finish_execution` does it
+    on the current run."""
     try:
-        return _finish(app, run, status, output, error, duration_ms, attempt, save or app.save)
+        return _finish(app, execution, status, output, error, duration_ms, attempt)
     except RecordConflictError:
         return finish_execution(
             app, execution.id, status, output=output, error=error, duration_ms=duration_ms,
@@ -299,8 +284,10 @@ def _finish(
     error: dict[str, Any] | None,
     duration_ms: int | None,
     attempt: tuple[int, str, int | None] | None,
-    save: Save,
 ) -> Execution:
+    """The terminal event (and refund) on `execution`, changed in place: a copy or a fresh
+    read, never the cache's object. Saved in the process's group commit, which records
+    events only, so the object stays the caller's."""
     execution_id = execution.id
     if execution.is_terminal:
         if execution.status == status:
@@ -324,12 +311,12 @@ def _finish(
         raise ValueError(f"not a terminal status: {status}")
     refund = execution.refund_due
     if not refund:
-        save(execution)
+        app.save_grouped(execution)
         return execution
     with serialised(credit_account_id(execution.organization_id)):
         account = account_of(app, execution.organization_id)
         account.refund(refund, execution.id)
-        app.save(execution, account)
+        app.save_grouped(execution, account)
     return execution
 
 

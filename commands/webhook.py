@@ -7,7 +7,7 @@ import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
@@ -20,7 +20,6 @@ from events.delivery import Delivery, delivery_id
 from events.webhook_endpoint import WebhookEndpoint, WebhookSubscriptions, subscriptions_id
 
 log = structlog.get_logger()
-A = TypeVar("A")
 
 #: The contract's event types, plus `webhook.test` (the ping of `/test`).
 EVENT_TYPES = frozenset(
@@ -150,17 +149,12 @@ def archive_endpoint(app: Flowledger, org_id: UUID, endpoint_id: UUID) -> None:
     app.save(endpoint, registry)
 
 
-def current(app: Flowledger, aggregate_id: UUID, kind: type[A]) -> A | None:
-    """`Flowledger.current`: the cached current aggregate itself, for reading only."""
-    return app.current(aggregate_id, kind)
-
-
 def endpoints_of(app: Flowledger, org_id: UUID) -> list[WebhookEndpoint]:
     """The organization's endpoints (not archived), from the write side; read-only objects."""
-    registry = current(app, subscriptions_id(org_id), WebhookSubscriptions)
+    registry = app.current(subscriptions_id(org_id), WebhookSubscriptions)
     if registry is None:
         return []
-    found = [current(app, i, WebhookEndpoint) for i in registry.endpoint_ids]
+    found = [app.current(i, WebhookEndpoint) for i in registry.endpoint_ids]
     return [e for e in found if e is not None and not e.archived]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -254,12 +254,17 @@ class Flowledger(Application[UUID]):
         return found
 
     def owned(
-        self, aggregate_id: UUID, kind: type[A], org_id: UUID, what: str, copy: bool = True
+        self,
+        aggregate_id: UUID,
+        kind: type[A],
+        org_id: UUID,
+        what: str,
+        read: Callable[[UUID, type[A]], A | None] | None = None,
     ) -> A:
         """An aggregate of this organization that is not archived; any other (another
-        tenant's included) is not found, so ids of other tenants reveal nothing. With
-        `copy=False` the cached object itself (`cached`), for reading only."""
-        found: Any = self.find(aggregate_id, kind) if copy else self.cached(aggregate_id, kind)
+        tenant's included) is not found, so ids of other tenants reveal nothing. `read` is
+        how it is read: `find` (a copy, the default), or `current`/`cached` to only read it."""
+        found: Any = (read or self.find)(aggregate_id, kind)
         if found is None or found.organization_id != org_id or getattr(found, "archived", False):
             raise NotFound(f"{what} not found", **{f"{what.split()[-1]}_id": str(aggregate_id)})
         return found

@@ -25,7 +25,6 @@ from commands.execution import (
     start_executions,
 )
 from commands.organization import client_secret
-from commands.webhook import current
 from events.application import Flowledger
 from events.errors import NotFound
 from events.execution import Execution
@@ -54,16 +53,15 @@ def attempt(app: Flowledger, execution: Execution) -> tuple[Execution, float | N
 
     The record is made on the run in hand (no second load, no copy: the runs the starts
     and the API's inline queueing hand over are their callers' own objects, not cached ones)
-    and saved in the process's group commit, with the other threads' records: one
-    transaction (and one wake-up of every follower of the log) for several runs under load.
+    and saved in the process's group commit (`finish_on`, `record_attempt_on`), with the
+    other threads' records: one transaction for several runs under load.
     """
     remaining = _deadline(execution) - time.time()
     if remaining <= 0:
         return finish_execution(app, execution.id, "timed_out"), None
-    org = current(app, execution.organization_id, Organization)  # read only: not copied
+    org = app.current(execution.organization_id, Organization)  # read only: not copied
     if org is None:
         raise NotFound("organization not found")
-    save = app.save_grouped
     number = execution.attempts + 1
     answer = n8n.call(execution, app.settings, client_secret(app, org), timeout=min(remaining, 600))
     log.info(
@@ -77,21 +75,18 @@ def attempt(app: Flowledger, execution: Execution) -> tuple[Execution, float | N
     record = (number, answer.outcome, answer.status_code)
     if answer.outcome == "answered":
         if execution.response_mode == "sync":
-            done = finish_on(app, execution, "completed", output=answer.output, attempt=record,
-                             save=save, copy=False)  # fmt: skip
+            done = finish_on(app, execution, "completed", output=answer.output, attempt=record)
             return done, None
         note = f"n8n accepted the run (HTTP {answer.status_code}); waiting for its callback"
-        return record_attempt_on(app, execution, *record, note, save=save, copy=False), None
+        return record_attempt_on(app, execution, *record, note), None
     retries_left = int(execution.retry.get("max_retries", 0)) - (number - 1)
     if answer.outcome == "retryable" and retries_left > 0:
         note = f"n8n attempt {number} failed ({answer.status_code or answer.text[:200]}); retrying"
-        recorded = record_attempt_on(app, execution, *record, note, save=save, copy=False)
+        recorded = record_attempt_on(app, execution, *record, note)
         return recorded, _backoff_seconds(execution, number)
     if answer.outcome == "retryable" and time.time() >= _deadline(execution):
-        timed_out = finish_on(app, execution, "timed_out", attempt=record, save=save, copy=False)
-        return timed_out, None
-    failed = finish_on(app, execution, "failed", error=answer.error, attempt=record, save=save,
-                       copy=False)  # fmt: skip
+        return finish_on(app, execution, "timed_out", attempt=record), None
+    failed = finish_on(app, execution, "failed", error=answer.error, attempt=record)
     return failed, None
 
 

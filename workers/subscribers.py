@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from commands.webhook import current
 from events.application import Flowledger
 from events.webhook_endpoint import WebhookSubscriptions, subscriptions_id
 from projections.runner import topic_of
@@ -61,7 +60,7 @@ class Subscribers:
             registry_id = self._registry_of[org] = subscriptions_id(org)
         has = self._has.get(registry_id)
         if has is None:
-            registry = current(self.app, registry_id, WebhookSubscriptions)
+            registry = self.app.current(registry_id, WebhookSubscriptions)
             has = bool(registry is not None and registry.endpoint_ids)
             self._has[registry_id] = has
         return has
@@ -72,7 +71,7 @@ class Subscribers:
             return org
         aggregate_id = event.originator_id
         if aggregate_id not in self._org_of:
-            aggregate = current(self.app, aggregate_id, object)
+            aggregate = self.app.current(aggregate_id, object)
             self._remember(aggregate_id, getattr(aggregate, "organization_id", None))
         return self._org_of[aggregate_id]
 

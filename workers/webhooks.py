@@ -43,7 +43,6 @@ from eventsourcing.application import project_aggregate
 
 from commands.webhook import (
     create_deliveries,
-    current,
     endpoint_secret,
     endpoints_of,
     note_endpoint_outcome,
@@ -52,7 +51,6 @@ from commands.webhook import (
 from events.application import Flowledger
 from events.delivery import Delivery, delivery_id
 from events.errors import NotFound
-from events.group_save import GroupSave
 from events.organization import Organization
 from events.webhook_endpoint import WebhookEndpoint
 from projections.formats import iso
@@ -153,7 +151,7 @@ def start_deliveries(app: Flowledger, endpoints: list[WebhookEndpoint], item: Ou
     """Create the deliveries of one webhook event and send them; returns how many."""
     if not endpoints:
         return 0
-    org = current(app, item.organization_id, Organization)
+    org = app.current(item.organization_id, Organization)
     if org is None:
         raise NotFound("organization not found")
     ids = create_deliveries(app, endpoints, item.id, item.type, body(item, org.tenant_id))
@@ -242,7 +240,7 @@ def _delivery(app: Flowledger, delivery_id: UUID) -> Delivery:
 
 
 def _attempt(app: Flowledger, delivery: Delivery) -> None:
-    endpoint = current(app, delivery.endpoint_id, WebhookEndpoint)
+    endpoint = app.current(delivery.endpoint_id, WebhookEndpoint)
     if endpoint is None:
         raise NotFound("webhook endpoint not found")
     at = datetime.now(UTC)
@@ -265,7 +263,7 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
         duration_ms=duration_ms,
         error=error,
         next_attempt_at=next_at,
-        save=_group_save(app),
+        save=app.group(GROUP_LINGER_S),  # the threads' attempts share commits
     )
     log.info(
         "webhook.attempted",
@@ -281,11 +279,6 @@ def _attempt(app: Flowledger, delivery: Delivery) -> None:
         note_endpoint_outcome(app, endpoint.id, succeeded=error is None)
     if retry_in is not None:
         deliver.send_with_options(args=(str(delivery.id),), delay=int(retry_in * 1000))
-
-
-def _group_save(app: Flowledger) -> GroupSave:
-    """The process's group commit (`events.group_save`), lingering for attempts."""
-    return app.group(GROUP_LINGER_S)
 
 
 def _post(
