@@ -68,11 +68,6 @@ class Flowledger(Application[UUID]):
             if settings.is_postgres and settings.trust_notified_cache
             else None
         )
-        # aggregate id → (the freshness mark of its last read, `_own_saves` when it began)
-        self._marks: dict[UUID, tuple[int, int]] = {}
-        self._own_saves = 0  # saves this process completed
-        self._saved_at: dict[UUID, int] = {}  # aggregate id → `_own_saves` after its last save
-        self._own_lock = threading.Lock()
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, decoded with orjson (`events/codec.py`)."""
@@ -90,19 +85,13 @@ class Flowledger(Application[UUID]):
         try:
             recordings = super().save(*objs, **kwargs)
         except RecordConflictError:
-            self._marks.clear()  # something read as current was not: trust nothing cached
+            if self.freshness is not None:
+                self.freshness.distrust()
             raise
-        if self.freshness is not None:  # read our own writes: no read begun before counts
-            with self._own_lock:
-                if len(self._saved_at) >= 100_000:
-                    self._saved_at.clear()
-                    self._marks.clear()
-                self._own_saves += 1
-                for obj in objs:
-                    if obj is not None:
-                        self._saved_at[getattr(obj, "originator_id", None) or obj.id] = (
-                            self._own_saves
-                        )
+        if self.freshness is not None:  # read our own writes
+            self.freshness.saved(
+                getattr(o, "originator_id", None) or o.id for o in objs if o is not None
+            )
         if recordings:
             with self.saved:
                 self.last_saved_position = max(
@@ -132,22 +121,15 @@ class Flowledger(Application[UUID]):
         freshness = self.freshness
         if freshness is None:
             return self.repository.get(aggregate_id, deepcopy_from_cache=False)
-        known = self._marks.get(aggregate_id)
-        if (
-            known is not None
-            and freshness.fresh(aggregate_id, known[0])
-            and self._saved_at.get(aggregate_id, 0) <= known[1]  # not saved here since
-        ):
+        if freshness.trusted(aggregate_id):
             try:
                 return self.repository.cache.get(aggregate_id)  # type: ignore[union-attr]
             except KeyError:
                 pass
-        mark, began = freshness.mark(), self._own_saves
+        token = freshness.reading()
         found: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
-        if mark is not None:
-            if len(self._marks) >= 100_000:
-                self._marks.clear()
-            self._marks[aggregate_id] = (mark, began)
+        if token is not None:
+            freshness.read(aggregate_id, token)
         return found
 
     def current(self, aggregate_id: UUID, kind: type[A]) -> A | None:

@@ -10,10 +10,12 @@ API requests trust it (`Flowledger.cached`): commands load what they change with
 before, and what follows the log (the dispatcher, the actors) reads with a query too, since
 it can read an event before that event's NOTIFY is heard.
 
-A reader asks for a `mark` before it reads an aggregate from the store and keeps it beside
-the cached object; the object is `fresh` while no notification naming it (or naming
-everything: a payload too long for PostgreSQL's 8000 bytes, the listener's reconnection, its
-memory starting over) has been heard after that mark. Notifications are delivered after
+A reader takes a token (`reading`) before it reads an aggregate from the store and hands it
+back with the aggregate's id (`read`); the cached object is then `trusted` while no
+notification naming it (or naming everything: a payload too long for PostgreSQL's 8000
+bytes, the listener's reconnection, its memory starting over) has been heard since, and
+this process has not saved it since (`saved`: its own writes are read at once, even by a
+read that began before the save and ended after it). Notifications are delivered after
 their transaction commits, so a change either was seen by the read or is heard after the
 mark. What this cannot see is a change committed but not yet heard: a process trusts a
 cached aggregate for that long (well under a millisecond when the process is not starved
@@ -24,6 +26,7 @@ check, and the application then trusts nothing until it has read again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from uuid import UUID
 
 import structlog
@@ -44,8 +47,13 @@ def payload(aggregate_ids: list[UUID]) -> str:
     return text if len(text) <= MAX_PAYLOAD else EVERYTHING
 
 
+#: A read's token: (notifications heard, this process's saves) when it began.
+Token = tuple[int, int]
+
+
 class Freshness:
-    """A LISTEN connection's account of which aggregates changed, and since when."""
+    """A LISTEN connection's account of which aggregates changed, and since when; and which
+    cached aggregates of this process are trusted to be current."""
 
     def __init__(self, url: str, channel: str) -> None:
         self._url = url
@@ -57,6 +65,46 @@ class Freshness:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None  # started by the first `mark`
         self._start_lock = threading.Lock()
+        self._reads: dict[UUID, Token] = {}  # aggregate id → the token of its last read
+        self._own_saves = 0  # saves this process completed
+        self._saved_at: dict[UUID, int] = {}  # aggregate id → `_own_saves` after its last save
+        self._own_lock = threading.Lock()
+
+    def trusted(self, aggregate_id: UUID) -> bool:
+        """Whether the cached aggregate is current: read since anything (a notification, a
+        save of this process) last named it."""
+        token = self._reads.get(aggregate_id)
+        return (
+            token is not None
+            and self.fresh(aggregate_id, token[0])
+            and self._saved_at.get(aggregate_id, 0) <= token[1]
+        )
+
+    def reading(self) -> Token | None:
+        """Take before reading an aggregate from the store; None: nothing can be trusted."""
+        mark = self.mark()
+        return None if mark is None else (mark, self._own_saves)
+
+    def read(self, aggregate_id: UUID, token: Token) -> None:
+        """The aggregate was read from the store after `token` was taken."""
+        if len(self._reads) >= MAX_REMEMBERED:
+            self._reads.clear()
+        self._reads[aggregate_id] = token
+
+    def saved(self, aggregate_ids: Iterable[UUID]) -> None:
+        """This process saved these: no read begun before counts for them any more."""
+        with self._own_lock:
+            if len(self._saved_at) >= MAX_REMEMBERED:
+                self._saved_at.clear()
+                self._reads.clear()
+            self._own_saves += 1
+            for aggregate_id in aggregate_ids:
+                self._saved_at[aggregate_id] = self._own_saves
+
+    def distrust(self) -> None:
+        """Something read as current was not (a save lost a version race): trust no read
+        made so far."""
+        self._reads.clear()
 
     def mark(self) -> int | None:
         """Take before reading an aggregate from the store; None: trust nothing now.
