@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import RecordConflictError, Recording, StoredEvent, Transcoder
+from eventsourcing.persistence import RecordConflictError, Recording, Transcoder
 
 from events.codec import FastJSONTranscoder, FastUUIDAsHex
 from events.credit_account import CreditAccount
@@ -20,6 +20,7 @@ from events.ids import index_id
 from events.index import Index
 from events.organization import Organization
 from events.provider_key import ProviderKey
+from events.recorder import FlowledgerRecorder
 from events.user import User
 from events.vault import TABLES as VAULT_TABLES
 from events.vault import Vault
@@ -199,18 +200,10 @@ class Flowledger(Application[UUID]):
         """
         ids = list(dict.fromkeys(aggregate_ids))
         events: dict[UUID, list[Any]] = {i: [] for i in ids}
-        if self.db.dialect == "postgres" and len(ids) > 1:
-            table = self.recorder.events_table_name  # type: ignore[attr-defined]
-            rows = self.db.tuples(
-                "SELECT originator_id, originator_version, topic, state"
-                f" FROM {table} WHERE originator_id = ANY(%s)"
-                " ORDER BY originator_id, originator_version",
-                (ids,),
-            )
+        if isinstance(self.recorder, FlowledgerRecorder) and len(ids) > 1:
             to_event = self.mapper.to_domain_event
-            for originator_id, version, topic, state in rows:
-                stored = StoredEvent(originator_id, version, topic, state)
-                events[originator_id].append(to_event(stored))
+            for stored in self.recorder.select_events_of(ids):
+                events[stored.originator_id].append(to_event(stored))
         else:
             for i in ids:
                 events[i] = list(self.events.get(i))

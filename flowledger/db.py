@@ -98,16 +98,6 @@ class Database:
                 return PgCursor(conn).execute(sql, params)
         return _SqliteCursor(self._sqlite()).execute(sql, params)
 
-    def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One prepared read with plain tuple rows (hot paths: the followers' reads)."""
-        if self.dialect == "postgres":
-            from psycopg.rows import tuple_row
-
-            with self._pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
-                cur.execute(sql, params, prepare=True)
-                return cur.fetchall()
-        return [tuple(row) for row in self._sqlite().execute(_sqlite_sql(sql), params)]
-
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None

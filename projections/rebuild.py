@@ -50,12 +50,13 @@ import structlog
 from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
+from events.recorder import notification
 from flowledger import failpoints, logs
 from flowledger.db import Cursor, PgCursor, pg_cursor
 from flowledger.leader import lock_key
 from flowledger.settings import Settings
 from projections.rows import RowMemory
-from projections.runner import TRACKING, Item, Projection, notification, position, topic_of
+from projections.runner import TRACKING, Item, Projection, position, topic_of
 
 log = structlog.get_logger()
 

@@ -30,6 +30,7 @@ import structlog
 from eventsourcing.persistence import Notification
 
 from events.application import Flowledger
+from events.recorder import FlowledgerRecorder
 from flowledger.db import Cursor, Database
 from flowledger.leader import leadership, try_locks
 from projections.formats import iso
@@ -40,48 +41,44 @@ TRACKING = ["CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, positio
 BATCH = 500
 
 
-def notification(
-    id: int, originator_id: UUID, originator_version: int, topic: str, state: bytes
-) -> Notification:
-    """A `Notification` without the frozen dataclass's `__init__` (five `object.__setattr__`
-    calls, a tenth of a rebuild partition's reading)."""
-    made = object.__new__(Notification)
-    made.__dict__.update(
-        id=id,
-        originator_id=originator_id,
-        originator_version=originator_version,
-        topic=topic,
-        state=state,
+def log_after(app: Flowledger) -> Callable[[int, int], Sequence[Notification]]:
+    """`read(after, limit)`: the next events of the whole log, for the followers: our
+    recorder's constant statement on PostgreSQL, the library's `select_notifications`
+    elsewhere."""
+    recorder = app.recorder
+    if isinstance(recorder, FlowledgerRecorder):
+        return recorder.select_notifications_after
+    return lambda after, limit: recorder.select_notifications(
+        start=after, limit=limit, inclusive_of_start=False
     )
-    return made
 
 
-def log_after(app: Flowledger) -> Callable[[int, int], list[Notification]]:
-    """`read(after, limit)`: the next events of the whole log, for the followers.
+def next_batch(
+    app: Flowledger,
+    read: Callable[[int, int], Sequence[Notification]],
+    after: int,
+    limit: int,
+    topics: Sequence[str] = (),
+) -> tuple[Sequence[Notification], int] | None:
+    """The next events of the log after position `after` and the position the batch
+    reaches; None when nothing is new.
 
-    On PostgreSQL one constant statement with tuple rows (the recorder's own composes its
-    SQL for each call and builds dict rows: a third of a follower's CPU per batch); the
-    recorder's own `select_notifications` elsewhere.
+    With `topics`, only theirs, filtered in SQL below the log's top: a short batch then
+    reaches the top (nothing below it can appear later: ids are committed in order, under
+    the recorder's table lock), so read-your-writes waits on any position end. Without,
+    the whole log with `read` (`log_after`), and a short batch ends at its last event,
+    which is the top: no query for the top is needed.
     """
-    if app.db.dialect != "postgres":
-
-        def select(after: int, limit: int) -> list[Notification]:
-            found = app.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            )
-            return list(found)
-
-        return select
-    table = app.recorder.events_table_name  # type: ignore[attr-defined]
-    sql = (
-        "SELECT notification_id, originator_id, originator_version, topic, state"
-        f" FROM {table} WHERE notification_id > %s::bigint ORDER BY notification_id LIMIT %s"
+    if not topics:
+        found = read(after, limit)
+        return (found, found[-1].id) if found else None
+    top = app.recorder.max_notification_id() or 0
+    if top <= after:
+        return None
+    found = app.recorder.select_notifications(
+        start=after, limit=limit, stop=top, topics=list(topics), inclusive_of_start=False
     )
-
-    def read(after: int, limit: int) -> list[Notification]:
-        return [notification(*row) for row in app.db.tuples(sql, (after, limit))]
-
-    return read
+    return found, (found[-1].id if len(found) == limit else top)
 
 
 def pace_after(stopped: threading.Event, started: float, pace: float) -> None:
@@ -290,38 +287,21 @@ class Follower:
                 self.active.clear()
 
     def step(self) -> bool:
-        """Process one batch; False when the log had nothing new.
+        """Process one batch (`next_batch`); False when the log had nothing new.
 
-        Only the events of `topics` are read (filtered in SQL). When a filtered batch is
-        short, every event up to the log's top was seen, so the position moves to the top:
-        read-your-writes waits on any position then end. Ids are committed in order (the
-        recorder's table lock), so nothing below the top can appear later.
+        Only the events of `topics` are handled: filtered in SQL, or (`filter_in_sql=False`)
+        read with the rest of the log and dropped here.
         """
         if self._position is None:
             self._position = position(self.db, self.name)
-        if self.topics is None or not self.filter_in_sql:
-            notifications = self._read(self._position, self.batch)
-            if not notifications:
-                return False
-            self.behind = len(notifications) == self.batch
-            last = notifications[-1].id  # unfiltered: the log's top when the batch is short
-            if self.topics is not None:
-                notifications = [n for n in notifications if n.topic in self.topics]
-        else:
-            top = self.app.recorder.max_notification_id() or 0
-            if top <= self._position:
-                return False
-            notifications = list(
-                self.app.recorder.select_notifications(
-                    start=self._position,
-                    limit=self.batch,
-                    stop=top,
-                    topics=sorted(self.topics),
-                    inclusive_of_start=False,
-                )
-            )
-            self.behind = len(notifications) == self.batch
-            last = notifications[-1].id if self.behind else top
+        in_sql = sorted(self.topics or ()) if self.filter_in_sql else []  # empty: the whole log
+        got = next_batch(self.app, self._read, self._position, self.batch, in_sql)
+        if got is None:
+            return False
+        notifications, last = got
+        self.behind = len(notifications) == self.batch
+        if self.topics and not in_sql:
+            notifications = [n for n in notifications if n.topic in self.topics]
         self.handle([_item(self.app, n, self.decode) for n in notifications], last)
         self._position = last
         return True
@@ -450,21 +430,11 @@ class ProjectionGroup:
             return False
         self._load_positions([p.name for p in members if p.name not in self._positions])
         start = min(self._positions[p.name] for p in members)
-        union = _union_topics(members)
-        if union:
-            top = self.app.recorder.max_notification_id() or 0
-            if top <= start:
-                return False
-            notifications = self.app.recorder.select_notifications(
-                start=start, limit=self.batch, stop=top, topics=union, inclusive_of_start=False
-            )
-        else:  # the whole log: a short batch ends at its top, no query for it needed
-            notifications = self._read(start, self.batch)
-            if not notifications:
-                return False
-            top = notifications[-1].id
+        got = next_batch(self.app, self._read, start, self.batch, _union_topics(members))
+        if got is None:
+            return False
+        notifications, last = got
         self.behind = len(notifications) == self.batch
-        last = notifications[-1].id if self.behind else top
         decode = any(p.decodes for p in members)
         items = [(n.topic, _item(self.app, n, decode)) for n in notifications]  # decoded once
         moved: dict[str, int] = {}
