@@ -101,17 +101,18 @@ class WakingRedisConsumer(_RedisConsumer):
     lost; a stale token costs one empty fetch.
     """
 
+    broker: FlowledgerRedisBroker
+
     def __init__(self, broker: FlowledgerRedisBroker, queue_name: str, prefetch: int,
                  timeout: int) -> None:  # fmt: skip
         super().__init__(broker, queue_name, prefetch, timeout)
-        self.flowledger_broker = broker
         self.wake_key = broker.wake_key(queue_name)
         self.maintain = True  # the first fetch, and each one after a wait that ran out
 
     def requeue(self, messages: Any) -> None:
         """Put unfinished messages back (a stopping worker) and wake another consumer."""
         super().requeue(messages)
-        self.flowledger_broker.wake(self.queue_name)
+        self.broker.wake(self.queue_name)
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -127,11 +128,11 @@ class WakingRedisConsumer(_RedisConsumer):
                 if room <= 0:  # every prefetched message is still being worked on
                     time.sleep(BUSY_POLL_MS / 1000)
                     return None
-                broker = self.flowledger_broker
-                self.message_cache = broker.fetch(self.queue_name, room, maintain=self.maintain)
+                self.message_cache = self.broker.fetch(self.queue_name, room,
+                                                       maintain=self.maintain)  # fmt: skip
                 self.maintain = False
                 if not self.message_cache:
-                    woken = broker.client.blpop([self.wake_key], timeout=self.timeout / 1000)
+                    woken = self.broker.client.blpop([self.wake_key], timeout=self.timeout / 1000)
                     self.maintain = woken is None
                     return None
         except redis.ConnectionError as e:
@@ -157,9 +158,12 @@ class FlowledgerRedisBroker(RedisBroker):
     def wake(self, queue_name: str) -> None:
         """A wake token for the queue's consumers (what every enqueue sends too)."""
         pipe = self.client.pipeline(transaction=False)
+        self._wake_on(pipe, queue_name)
+        pipe.execute()
+
+    def _wake_on(self, pipe: Any, queue_name: str) -> None:
         pipe.lpush(self.wake_key(queue_name), 1)
         pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
-        pipe.execute()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         cap = self.delay_poll_ms if queue_name.endswith(".DQ") else self.poll_ms
@@ -209,8 +213,7 @@ class FlowledgerRedisBroker(RedisBroker):
             if message.queue_name not in queues:
                 queues.append(message.queue_name)
         for queue_name in queues:
-            pipe.lpush(self.wake_key(queue_name), 1)
-            pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+            self._wake_on(pipe, queue_name)
         results = pipe.execute(raise_on_error=False)
         lost = []
         for message, result in zip(messages, results, strict=False):

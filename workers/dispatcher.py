@@ -113,35 +113,46 @@ def sends_for(items: Sequence[Item], subscribers: Subscribers | None = None) -> 
 RECORD_EVERY_S = 0.1
 
 
+class _Position:
+    """The dispatcher's tracking row, written lazily (`RECORD_EVERY_S`, and when idle)."""
+
+    def __init__(self, app: Flowledger) -> None:
+        self.app = app
+        self.sent = -1  # the position whose messages are sent
+        self.written = -1  # the position in the tracking row
+        self.written_at = 0.0
+
+    def sent_up_to(self, last: int) -> None:
+        self.sent = last
+        if time.monotonic() - self.written_at >= RECORD_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        """Record what was sent, if not yet (one statement, autocommitted)."""
+        if self.sent > self.written:
+            self.app.db.query(RECORD_POSITION, (NAME, self.sent))
+            self.written, self.written_at = self.sent, time.monotonic()
+
+
 def dispatcher(app: Flowledger) -> Follower:
     """A follower that sends each routed event's messages (one round trip per batch on
     Redis), then records its position."""
     topics = frozenset(topic_of(c) for c in (*ROUTES, *WEBHOOK_EVENTS)) | REGISTRY_TOPICS
     subscribers = Subscribers(app)
-    recorded = {"position": -1, "at": 0.0, "sent": -1}
-
-    def record(last: int) -> None:
-        app.db.query(RECORD_POSITION, (NAME, last))  # one statement, autocommitted
-        recorded.update(position=last, at=time.monotonic())
+    tracked = _Position(app)
 
     def handle(items: list[Item], last: int) -> None:
         sends = sends_for(items, subscribers)
         if sends:
             enqueue_many(sends[0].actor.broker, [send.message() for send in sends])
         failpoints.hit("dispatcher.after_send")  # crash tests: sent, not yet tracked
-        recorded["sent"] = last
-        if time.monotonic() - recorded["at"] >= RECORD_EVERY_S:
-            record(last)
+        tracked.sent_up_to(last)
         if items:
             log.debug("dispatcher.sent", events=len(items), position=last)
-
-    def idle() -> None:
-        if recorded["sent"] > recorded["position"]:
-            record(int(recorded["sent"]))
 
     # Most of the log is routed (a run's queued, started, debited and finished events), so
     # the whole log is read and the rest dropped here: no query for the log's top per batch.
     pace = app.settings.dispatch_pace_ms / 1000
     return Follower(
-        app, NAME, handle, topics=topics, pace=pace, filter_in_sql=False, idle=idle
+        app, NAME, handle, topics=topics, pace=pace, filter_in_sql=False, idle=tracked.write
     )

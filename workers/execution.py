@@ -107,11 +107,11 @@ def _start_batch(runs: list[tuple[UUID, str]]) -> Sequence[Outcome[Execution]]:
     """The starts of the worker threads that asked at the same time, in one save; if that
     fails, each on its own (so only a run that cannot start sees an error)."""
     app = context.app()
-    if len(runs) == 1:
-        return [start_execution(app, *runs[0])]
     try:
         return start_executions(app, runs)
     except Exception:
+        if len(runs) == 1:
+            raise
         return [_start_alone(app, run) for run in runs]
 
 
