@@ -15,6 +15,7 @@ endpoints were all removed later is treated as the worker would treat it at fan-
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,8 @@ TOPICS = frozenset(
 )
 #: Remembered aggregate → organization pairs; beyond this the memory starts again.
 MAX_REMEMBERED = 200_000
+#: An organization's registry id (a uuid5, asked for every event of a batch).
+_registry_id = lru_cache(maxsize=MAX_REMEMBERED)(subscriptions_id)
 
 
 class Subscribers:
@@ -38,7 +41,6 @@ class Subscribers:
         self.app = app
         self._has: dict[UUID, bool] = {}  # by registry id
         self._org_of: dict[UUID, UUID | None] = {}  # aggregate id → its organization
-        self._registry_of: dict[UUID, UUID] = {}  # organization → its registry's id (uuid5)
 
     def read(self, event: Any) -> None:
         """Take note of an event of the log, in log order (every event the dispatcher reads)."""
@@ -53,11 +55,7 @@ class Subscribers:
         org = self.organization_of(event)
         if org is None:
             return True  # not known: let the worker find out
-        registry_id = self._registry_of.get(org)
-        if registry_id is None:
-            if len(self._registry_of) >= MAX_REMEMBERED:
-                self._registry_of.clear()
-            registry_id = self._registry_of[org] = subscriptions_id(org)
+        registry_id = _registry_id(org)
         has = self._has.get(registry_id)
         if has is None:
             registry = self.app.current(registry_id, WebhookSubscriptions)
